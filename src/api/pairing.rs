@@ -1,0 +1,289 @@
+//! The two-stage pairing API: client1 creates a code, client2 accepts it, client1 polls until the
+//! room exists. Plus the room lookups, deletion and purge that close live sessions.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::reply::{Reply, Response};
+
+use super::body::{json_object, optional_json_object};
+use super::error::ApiError;
+use super::with_state;
+use crate::db::{Accepted, Checked, Created, Store};
+use crate::protocol::rest::{
+    self, AcceptCode, CheckCode, CreatePending, CreatedBody, DeletedBody, Object, PurgedBody,
+    RoomBody, RoomIdBody,
+};
+
+/// What the pairing handlers share.
+#[derive(Clone)]
+pub struct Pairing {
+    /// The pairing store.
+    pub store: Store,
+    /// Live sessions, closed when their room is deleted or their device purged.
+    pub signaling: Arc<crate::signaling::Signaling>,
+    /// Longest lifetime of a pending code.
+    pub max_pending_ttl: Duration,
+}
+
+/// Every pairing route. Paths are matched before methods, so a known path with the wrong method
+/// answers 405 and an unknown path 404.
+pub fn routes(state: Pairing) -> BoxedFilter<(Response,)> {
+    create(state.clone())
+        .or(accept(state.clone()))
+        .unify()
+        .or(check(state.clone()))
+        .unify()
+        .or(get_room(state.clone()))
+        .unify()
+        .or(delete_room(state.clone()))
+        .unify()
+        .or(purge(state))
+        .unify()
+        .or(legacy())
+        .unify()
+        .boxed()
+}
+
+fn answer(result: Result<Response, ApiError>) -> Response {
+    result.unwrap_or_else(|e| e.to_response())
+}
+
+fn json_with_status<T: serde::Serialize>(body: &T, status: StatusCode) -> Response {
+    warp::reply::with_status(warp::reply::json(body), status).into_response()
+}
+
+/// POST /api/rooms
+fn create(state: Pairing) -> BoxedFilter<(Response,)> {
+    warp::path!("api" / "rooms")
+        .and(warp::post())
+        .and(with_state(state))
+        .and(json_object())
+        .then(
+            |state: Pairing, body: Object| async move { answer(create_pending(state, body).await) },
+        )
+        .boxed()
+}
+
+async fn create_pending(state: Pairing, body: Object) -> Result<Response, ApiError> {
+    let now = chrono::Utc::now();
+    let req = CreatePending::parse(&body, now, state.max_pending_ttl)?;
+    let created = state
+        .store
+        .create_pending(req.joinid, req.client1, req.exp.timestamp_millis())
+        .await
+        .map_err(ApiError::store("create_failed"))?;
+    match created {
+        Created::Ok(pending) => {
+            log::info!(
+                "pending code created, expires {}",
+                rest::format_instant(req.exp)
+            );
+            let body = CreatedBody {
+                ok: true,
+                joinid: pending.joinid.to_string(),
+                exp: rest::format_instant(req.exp),
+            };
+            Ok(json_with_status(&body, StatusCode::CREATED))
+        }
+        Created::Conflict => Err(ApiError::Conflict),
+        Created::Exhausted => Err(ApiError::NoCodeAvailable),
+    }
+}
+
+/// POST /api/rooms/accept
+fn accept(state: Pairing) -> BoxedFilter<(Response,)> {
+    warp::path!("api" / "rooms" / "accept")
+        .and(warp::post())
+        .and(with_state(state))
+        .and(json_object())
+        .then(|state: Pairing, body: Object| async move { answer(accept_code(state, body).await) })
+        .boxed()
+}
+
+async fn accept_code(state: Pairing, body: Object) -> Result<Response, ApiError> {
+    let req = AcceptCode::parse(&body)?;
+    let accepted = state
+        .store
+        .accept(req.joinid, req.client2)
+        .await
+        .map_err(ApiError::store("accept_failed"))?;
+    match accepted {
+        Accepted::Room(roomid) => {
+            log::info!("code accepted, room {}", roomid.redacted());
+            let body = RoomIdBody {
+                roomid: roomid.to_string(),
+            };
+            Ok(json_with_status(&body, StatusCode::OK))
+        }
+        Accepted::NotFound => Err(ApiError::NotFoundOrExpired),
+        Accepted::Conflict => Err(ApiError::Conflict),
+    }
+}
+
+/// POST /api/rooms/check
+fn check(state: Pairing) -> BoxedFilter<(Response,)> {
+    warp::path!("api" / "rooms" / "check")
+        .and(warp::post())
+        .and(with_state(state))
+        .and(json_object())
+        .then(|state: Pairing, body: Object| async move { answer(check_code(state, body).await) })
+        .boxed()
+}
+
+async fn check_code(state: Pairing, body: Object) -> Result<Response, ApiError> {
+    let req = CheckCode::parse(&body)?;
+    let checked = state
+        .store
+        .check(req.joinid, req.client1)
+        .await
+        .map_err(ApiError::store("check_failed"))?;
+    match checked {
+        Checked::Room(roomid) => Ok(json_with_status(
+            &RoomIdBody {
+                roomid: roomid.to_string(),
+            },
+            StatusCode::OK,
+        )),
+        Checked::Waiting => Ok(StatusCode::NO_CONTENT.into_response()),
+        Checked::NotFound => Err(ApiError::NotFoundOrExpired),
+    }
+}
+
+/// GET /api/rooms?roomid=
+fn get_room(state: Pairing) -> BoxedFilter<(Response,)> {
+    warp::path!("api" / "rooms")
+        .and(warp::get())
+        .and(with_state(state))
+        .and(warp::query::<HashMap<String, String>>())
+        .then(|state: Pairing, query| async move { answer(room(state, query).await) })
+        .boxed()
+}
+
+async fn room(state: Pairing, query: HashMap<String, String>) -> Result<Response, ApiError> {
+    let roomid = rest::parse_room_id(&query_object(query))?;
+    let room = state
+        .store
+        .room(roomid)
+        .await
+        .map_err(ApiError::store("lookup_failed"))?
+        .ok_or(ApiError::NotFound)?;
+    let body = RoomBody {
+        roomid: room.roomid.to_string(),
+        client1: room.client1.to_string(),
+        client2: room.client2.to_string(),
+    };
+    Ok(json_with_status(&body, StatusCode::OK))
+}
+
+/// DELETE /api/rooms, with `{roomid}` in the body or `?roomid=`
+fn delete_room(state: Pairing) -> BoxedFilter<(Response,)> {
+    warp::path!("api" / "rooms")
+        .and(warp::delete())
+        .and(with_state(state))
+        .and(warp::query::<HashMap<String, String>>())
+        .and(optional_json_object())
+        .then(|state: Pairing, query, body| async move { answer(delete(state, query, body).await) })
+        .boxed()
+}
+
+async fn delete(
+    state: Pairing,
+    query: HashMap<String, String>,
+    body: Option<Object>,
+) -> Result<Response, ApiError> {
+    let from_body = body.as_ref().map(rest::parse_room_id);
+    let roomid = match from_body {
+        Some(Ok(roomid)) => roomid,
+        // A body without a roomid defers to the query, the way the old API read either.
+        Some(Err(rest::FieldError::Missing(_))) | None => {
+            rest::parse_room_id(&query_object(query))?
+        }
+        Some(Err(e)) => return Err(e.into()),
+    };
+    let deleted = state
+        .store
+        .delete_room(roomid.clone())
+        .await
+        .map_err(ApiError::store("delete_failed"))?;
+    let closed = state.signaling.hub.close_room(&roomid);
+    log::info!(
+        "room {} deleted ({deleted} row, {closed} live members)",
+        roomid.redacted()
+    );
+    Ok(json_with_status(
+        &DeletedBody { ok: true, deleted },
+        StatusCode::OK,
+    ))
+}
+
+/// POST /api/user/purge
+fn purge(state: Pairing) -> BoxedFilter<(Response,)> {
+    warp::path!("api" / "user" / "purge")
+        .and(warp::post())
+        .and(with_state(state))
+        .and(json_object())
+        .then(
+            |state: Pairing, body: Object| async move { answer(purge_devices(state, body).await) },
+        )
+        .boxed()
+}
+
+async fn purge_devices(state: Pairing, body: Object) -> Result<Response, ApiError> {
+    let devices = rest::parse_purge(&body)?;
+    let purged = state
+        .store
+        .purge_devices(devices.clone())
+        .await
+        .map_err(ApiError::store("purge_failed"))?;
+    let hub = &state.signaling.hub;
+    for room in &purged.rooms {
+        hub.close_room(room);
+    }
+    let sockets: usize = devices.iter().map(|d| hub.close_device(d)).sum();
+    log::info!(
+        "purged {} device(s): {} rooms, {} pendings, {sockets} sockets closed",
+        devices.len(),
+        purged.rooms.len(),
+        purged.pendings
+    );
+    let body = PurgedBody {
+        ok: true,
+        rooms_deleted: purged.rooms.len(),
+        pendings_deleted: purged.pendings,
+    };
+    Ok(json_with_status(&body, StatusCode::OK))
+}
+
+/// POST /api/rooms/{roomid}/accept and GET /api/rooms/{roomid}: the old API, gone.
+fn legacy() -> BoxedFilter<(Response,)> {
+    let accept = warp::path!("api" / "rooms" / String / "accept")
+        .and(warp::post())
+        .map(|_| ());
+    let get = warp::path!("api" / "rooms" / String)
+        .and(warp::get())
+        // The new endpoints' own paths answer 405 to GET rather than "use new endpoints".
+        .and_then(|id: String| async move {
+            if id == "accept" || id == "check" {
+                Err(warp::reject::not_found())
+            } else {
+                Ok(())
+            }
+        });
+    accept
+        .or(get)
+        .unify()
+        .map(|()| ApiError::UseNewEndpoints.to_response())
+        .boxed()
+}
+
+fn query_object(query: HashMap<String, String>) -> Object {
+    query
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::Value::String(v)))
+        .collect()
+}

@@ -1,0 +1,387 @@
+//! The pairing store: pending join codes and paired rooms in embedded SQLite.
+//!
+//! Every method is async and runs its SQLite work on tokio's blocking pool, so a slow disk never
+//! stalls the runtime. Every change that touches more than one row is one `IMMEDIATE` transaction:
+//! taking the write lock up front means two concurrent accepts of one code serialise instead of both
+//! reading "not accepted yet" (and SQLite never has to fail a read-to-write lock upgrade).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use r2d2::Pool;
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use crate::ids::{DeviceId, JoinCode, RoomId};
+
+mod embedded {
+    refinery::embed_migrations!("sql");
+}
+
+/// How long a statement waits for another connection's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Pooled connections. WAL lets readers proceed beside the one writer; more connections than cores
+/// mostly add lock contention.
+const POOL_SIZE: u32 = 8;
+
+/// Server-generated codes tried before giving up; with a million codes and a realistic number of
+/// live ones, the first almost always succeeds.
+const CODE_ATTEMPTS: usize = 32;
+
+/// A store failure: the database itself, never the client's input.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No connection could be taken from the pool in time.
+    #[error("connection pool: {0}")]
+    Pool(#[from] r2d2::Error),
+    /// SQLite refused or failed a statement.
+    #[error("sqlite: {0}")]
+    Sql(#[from] rusqlite::Error),
+    /// Applying the migrations in `sql/` failed.
+    #[error("migrations: {0}")]
+    Migration(#[from] refinery::Error),
+    /// Creating the database's directory failed.
+    #[error("database directory: {0}")]
+    Io(#[from] std::io::Error),
+    /// The blocking task running the query panicked or was cancelled.
+    #[error("blocking task: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// An instant as stored: Unix epoch milliseconds, UTC.
+pub type Millis = i64;
+
+/// The current instant in store units.
+pub fn now_millis() -> Millis {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A pending code as created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    /// The code.
+    pub joinid: JoinCode,
+    /// When it stops being accepted.
+    pub exp: Millis,
+}
+
+/// Outcome of creating a pending code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// Stored.
+    Ok(Pending),
+    /// The requested code is live.
+    Conflict,
+    /// No free server-generated code was found.
+    Exhausted,
+}
+
+/// Outcome of accepting a code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepted {
+    /// The room of this pairing (new, or the one this same client2 already accepted into).
+    Room(RoomId),
+    /// No live code by that id.
+    NotFound,
+    /// Accepted by another device, or client2 is client1.
+    Conflict,
+}
+
+/// Outcome of client1 polling its code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checked {
+    /// Accepted; the room it led to.
+    Room(RoomId),
+    /// Live, not accepted yet.
+    Waiting,
+    /// No live code by that id for that client1.
+    NotFound,
+}
+
+/// A paired room as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Room {
+    /// The room id.
+    pub roomid: RoomId,
+    /// The device that created the code.
+    pub client1: DeviceId,
+    /// The device that accepted it.
+    pub client2: DeviceId,
+}
+
+/// What a purge removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// Rooms deleted, so live sessions in them can be closed.
+    pub rooms: Vec<RoomId>,
+    /// Pending rows deleted.
+    pub pendings: usize,
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool<SqliteConnectionManager>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database file and applies pending migrations.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || Self::open_blocking(&path)).await?
+    }
+
+    fn open_blocking(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let manager = SqliteConnectionManager::file(path).with_init(configure_connection);
+        let pool = Pool::builder()
+            .max_size(POOL_SIZE)
+            .connection_timeout(BUSY_TIMEOUT)
+            .build(manager)?;
+        let mut conn = pool.get()?;
+        embedded::migrations::runner().run(&mut *conn)?;
+        Ok(Self { pool })
+    }
+
+    /// Runs `f` with a pooled connection on the blocking pool.
+    async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool.get()?;
+            f(&mut conn)
+        })
+        .await?
+    }
+
+    /// A trivial query, for health checks.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.with_conn(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
+    }
+
+    /// Stores a pending code for `client1`, replacing an expired row of the same code. With no
+    /// `joinid`, picks a random six-digit code that is not live.
+    pub async fn create_pending(
+        &self,
+        joinid: Option<JoinCode>,
+        client1: DeviceId,
+        exp: Millis,
+    ) -> Result<Created, StoreError> {
+        self.with_conn(move |c| {
+            let now = now_millis();
+            let Some(joinid) = joinid else {
+                for _ in 0..CODE_ATTEMPTS {
+                    let code = JoinCode::generate();
+                    if insert_pending(c, &code, &client1, exp, now)? {
+                        return Ok(Created::Ok(Pending { joinid: code, exp }));
+                    }
+                }
+                return Ok(Created::Exhausted);
+            };
+            Ok(if insert_pending(c, &joinid, &client1, exp, now)? {
+                Created::Ok(Pending { joinid, exp })
+            } else {
+                Created::Conflict
+            })
+        })
+        .await
+    }
+
+    /// Accepts a live code for `client2`, creating the room, or repeats an earlier acceptance by the
+    /// same device. Never changes a row accepted by another device.
+    pub async fn accept(
+        &self,
+        joinid: JoinCode,
+        client2: DeviceId,
+    ) -> Result<Accepted, StoreError> {
+        self.with_conn(move |c| {
+            let now = now_millis();
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let row: Option<(String, Option<String>, Option<String>)> = tx
+                .query_row(
+                    "SELECT client1, client2, roomid FROM pendings WHERE joinid = ?1 AND exp > ?2",
+                    params![joinid.as_str(), now],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            let outcome = match row {
+                None => Accepted::NotFound,
+                Some((_, Some(accepted_by), Some(roomid))) => {
+                    if accepted_by == client2.as_str() {
+                        Accepted::Room(stored_room_id(roomid)?)
+                    } else {
+                        Accepted::Conflict
+                    }
+                }
+                Some((_, Some(_), None)) | Some((_, None, Some(_))) => Accepted::Conflict,
+                Some((client1, None, None)) => {
+                    if client1 == client2.as_str() {
+                        Accepted::Conflict
+                    } else {
+                        let roomid = RoomId::generate();
+                        tx.execute(
+                            "INSERT INTO rooms (roomid, client1, client2, created_at) VALUES (?1, ?2, ?3, ?4)",
+                            params![roomid.as_str(), client1, client2.as_str(), now],
+                        )?;
+                        tx.execute(
+                            "UPDATE pendings SET client2 = ?2, roomid = ?3 WHERE joinid = ?1",
+                            params![joinid.as_str(), client2.as_str(), roomid.as_str()],
+                        )?;
+                        Accepted::Room(roomid)
+                    }
+                }
+            };
+            tx.commit()?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    /// client1's poll: has its live code been accepted, and into which room?
+    pub async fn check(&self, joinid: JoinCode, client1: DeviceId) -> Result<Checked, StoreError> {
+        self.with_conn(move |c| {
+            let row: Option<Option<String>> = c
+                .prepare_cached(
+                    "SELECT roomid FROM pendings WHERE joinid = ?1 AND client1 = ?2 AND exp > ?3",
+                )?
+                .query_row(
+                    params![joinid.as_str(), client1.as_str(), now_millis()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(match row {
+                None => Checked::NotFound,
+                Some(None) => Checked::Waiting,
+                Some(Some(roomid)) => Checked::Room(stored_room_id(roomid)?),
+            })
+        })
+        .await
+    }
+
+    /// A paired room by id.
+    pub async fn room(&self, roomid: RoomId) -> Result<Option<Room>, StoreError> {
+        self.with_conn(move |c| {
+            let row: Option<(String, String)> = c
+                .prepare_cached("SELECT client1, client2 FROM rooms WHERE roomid = ?1")?
+                .query_row(params![roomid.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            row.map(|(client1, client2)| {
+                Ok(Room {
+                    client1: stored_device_id(client1)?,
+                    client2: stored_device_id(client2)?,
+                    roomid,
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    /// Deletes a paired room; returns how many rows went (0 or 1).
+    pub async fn delete_room(&self, roomid: RoomId) -> Result<usize, StoreError> {
+        self.with_conn(move |c| {
+            Ok(c.execute(
+                "DELETE FROM rooms WHERE roomid = ?1",
+                params![roomid.as_str()],
+            )?)
+        })
+        .await
+    }
+
+    /// Deletes every pending code and room in which any of `devices` is client1 or client2.
+    pub async fn purge_devices(&self, devices: Vec<DeviceId>) -> Result<Purged, StoreError> {
+        self.with_conn(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut rooms = BTreeSet::new();
+            let mut pendings = 0;
+            for device in &devices {
+                let mut select = tx.prepare_cached(
+                    "SELECT roomid FROM rooms WHERE client1 = ?1 OR client2 = ?1",
+                )?;
+                let found =
+                    select.query_map(params![device.as_str()], |r| r.get::<_, String>(0))?;
+                for roomid in found {
+                    rooms.insert(roomid?);
+                }
+                tx.execute(
+                    "DELETE FROM rooms WHERE client1 = ?1 OR client2 = ?1",
+                    params![device.as_str()],
+                )?;
+                pendings += tx.execute(
+                    "DELETE FROM pendings WHERE client1 = ?1 OR client2 = ?1",
+                    params![device.as_str()],
+                )?;
+            }
+            tx.commit()?;
+            let rooms = rooms
+                .into_iter()
+                .map(stored_room_id)
+                .collect::<Result<_, _>>()?;
+            Ok(Purged { rooms, pendings })
+        })
+        .await
+    }
+
+    /// Deletes pending codes that expired at or before `now`; returns how many.
+    pub async fn sweep_expired(&self, now: Millis) -> Result<usize, StoreError> {
+        self.with_conn(
+            move |c| Ok(c.execute("DELETE FROM pendings WHERE exp <= ?1", params![now])?),
+        )
+        .await
+    }
+}
+
+/// Per-connection settings, applied to every pooled connection when it is opened.
+fn configure_connection(c: &mut Connection) -> Result<(), rusqlite::Error> {
+    c.busy_timeout(BUSY_TIMEOUT)?;
+    // WAL: readers never block the writer. synchronous=NORMAL: a commit is in the WAL file before
+    // it is acknowledged, so a killed process loses nothing acknowledged (only power loss could).
+    c.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+}
+
+/// Inserts a pending code unless a live row holds it. One statement, so it is atomic on its own.
+fn insert_pending(
+    c: &Connection,
+    joinid: &JoinCode,
+    client1: &DeviceId,
+    exp: Millis,
+    now: Millis,
+) -> Result<bool, StoreError> {
+    let changed = c
+        .prepare_cached(
+            "INSERT INTO pendings (joinid, client1, exp, client2, roomid, created_at)
+             VALUES (?1, ?2, ?3, NULL, NULL, ?4)
+             ON CONFLICT (joinid) DO UPDATE SET
+                 client1 = excluded.client1, exp = excluded.exp, client2 = NULL, roomid = NULL,
+                 created_at = excluded.created_at
+             WHERE pendings.exp <= ?4",
+        )?
+        .execute(params![joinid.as_str(), client1.as_str(), exp, now])?;
+    Ok(changed == 1)
+}
+
+/// Ids read back from the database were valid when written; one that is not (edited by hand) is a
+/// server-side fault, reported as such rather than trusted.
+fn stored_room_id(s: String) -> Result<RoomId, StoreError> {
+    RoomId::parse(&s).map_err(|e| invalid_stored("roomid", e))
+}
+
+fn stored_device_id(s: String) -> Result<DeviceId, StoreError> {
+    DeviceId::parse(&s).map_err(|e| invalid_stored("client", e))
+}
+
+fn invalid_stored(column: &str, e: crate::ids::IdError) -> StoreError {
+    StoreError::Sql(rusqlite::Error::FromSqlConversionFailure(
+        0,
+        rusqlite::types::Type::Text,
+        format!("stored {column} is not a valid id: {e}").into(),
+    ))
+}

@@ -1,0 +1,31 @@
+//! signalpost: a self-hosted WebRTC signaling server.
+//!
+//! Two devices pair with a short join code over REST (create, accept, poll), the pairing is kept in
+//! embedded SQLite, and then both open a WebSocket in which the server relays their SDP offers,
+//! answers and ICE candidates. Media never touches the server.
+//!
+//! # Layout
+//! - [`config`]: every option, as environment variable and flag.
+//! - [`ids`]: identifiers parsed once at the edge (`JoinCode`, `RoomId`, `DeviceId`, `ClientId`).
+//! - [`protocol`]: wire types of the REST API and the WebSocket messages; no transport here.
+//! - [`db`]: the SQLite store (pool, migrations from `sql/`, transactions).
+//! - [`api`]: HTTP routes, bounded bodies, and the single error-to-status mapping.
+//! - [`signaling`]: the WebSocket upgrade, per-connection sessions, and the room hub.
+//! - [`sweeper`]: periodic removal of expired codes.
+//! - [`server`]: start on a bound listener, graceful shutdown; [`shutdown`]: process signals.
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod config;
+pub mod db;
+pub mod ids;
+pub mod protocol;
+pub mod server;
+pub mod shutdown;
+pub mod signaling;
+pub mod state;
+pub mod sweeper;
+pub mod turn;
+
+pub use config::Config;
+pub use server::{Server, StartError};

@@ -1,0 +1,133 @@
+//! Starting and stopping the server on a listener the caller bound.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api;
+use crate::config::Config;
+use crate::db::{Store, StoreError};
+use crate::signaling::{SessionSettings, Signaling, hub::Hub};
+use crate::state::AppState;
+use crate::sweeper;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The database could not be opened or migrated.
+    #[error("database {path}: {source}")]
+    Database {
+        /// The configured path.
+        path: String,
+        /// The cause.
+        #[source]
+        source: StoreError,
+    },
+    /// Options that cannot work together.
+    #[error("configuration: {0}")]
+    Config(&'static str),
+    /// The listener's address could not be read.
+    #[error("listener: {0}")]
+    Listener(#[from] std::io::Error),
+}
+
+/// A running server.
+pub struct Server {
+    addr: SocketAddr,
+    state: AppState,
+    shutdown: CancellationToken,
+    http: JoinHandle<()>,
+    sweeper: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Opens the database (applying migrations) and starts serving on `listener`.
+    pub async fn start(config: Config, listener: TcpListener) -> Result<Self, StartError> {
+        if config.strict_rooms && !config.use_sqlite {
+            return Err(StartError::Config(
+                "STRICT_ROOMS needs USE_SQLITE: strict rooms are the paired rooms in the database",
+            ));
+        }
+        let addr = listener.local_addr()?;
+        let store = if config.use_sqlite {
+            let store = Store::open(&config.sqlite_db_path)
+                .await
+                .map_err(|source| StartError::Database {
+                    path: config.sqlite_db_path.display().to_string(),
+                    source,
+                })?;
+            Some(store)
+        } else {
+            None
+        };
+        let shutdown = CancellationToken::new();
+        let signaling = Arc::new(Signaling {
+            hub: Hub::new(),
+            store: store.clone(),
+            settings: SessionSettings::from_config(&config),
+            shutdown: shutdown.clone(),
+            sessions: TaskTracker::new(),
+        });
+        let sweeper = store.clone().map(|store| {
+            tokio::spawn(sweeper::run(
+                store,
+                config.sweep_interval(),
+                shutdown.clone(),
+            ))
+        });
+        let state = AppState::new(config, store, signaling);
+        let routes = api::routes(state.clone());
+        let stop = shutdown.clone();
+        let http = tokio::spawn(
+            warp::serve(routes)
+                .incoming(listener)
+                .graceful(async move { stop.cancelled().await })
+                .run(),
+        );
+        log::info!("signalpost listening on {addr}");
+        Ok(Self {
+            addr,
+            state,
+            shutdown,
+            http,
+            sweeper,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Shared state, for tests and embedding.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Stops accepting, tells every WebSocket session (`server_shutdown`, close 1001), finishes
+    /// in-flight requests, and waits up to the configured grace period for sessions to end.
+    pub async fn shutdown(self) {
+        log::info!("shutting down");
+        self.shutdown.cancel();
+        let sessions = &self.state.signaling().sessions;
+        sessions.close();
+        let grace = self.state.config().shutdown_grace();
+        if tokio::time::timeout(grace, sessions.wait()).await.is_err() {
+            log::warn!(
+                "{} session(s) still open after {grace:?}; exiting anyway",
+                sessions.len()
+            );
+        }
+        if tokio::time::timeout(grace, self.http).await.is_err() {
+            log::warn!("in-flight requests still running after {grace:?}; exiting anyway");
+        }
+        if let Some(sweeper) = self.sweeper {
+            let _ = sweeper.await;
+        }
+        log::info!("stopped");
+    }
+}

@@ -1,0 +1,464 @@
+//! Room membership and relay: the one interface sessions and the REST API use to reach each other.
+//!
+//! Every operation takes one short `std::sync::Mutex` over all rooms and sessions, so a join, a
+//! leave and a relay are atomic with respect to each other: two clients racing for the last place
+//! in a room cannot both get it, and a message is relayed to the peer that is in the room at that
+//! instant. Nothing under the lock awaits: messages are handed to each session's bounded queue
+//! with `try_send`, and a session whose queue is full is told to disconnect instead of slowing
+//! the sender down. A multi-node implementation can sit behind these same five operations
+//! ([`Hub::join`], [`Hub::leave`], [`Hub::relay`], [`Hub::close_room`], [`Hub::close_device`]).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::ids::{ClientId, DeviceId, RoomId};
+use crate::protocol::ws::{self, Relay, ServerMessage};
+
+/// Members a room holds: WebRTC signaling here is one-to-one.
+pub const ROOM_CAPACITY: usize = 2;
+
+/// Something for a session to write to its socket.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A JSON text frame.
+    Text(String),
+    /// Close the connection with this code and reason.
+    Close(u16, &'static str),
+}
+
+/// A session's end of the hub: its queue, and the signal that it must go.
+pub struct Mailbox {
+    /// Messages for this session, in order.
+    pub rx: mpsc::Receiver<Outbound>,
+    /// Cancelled when the session could not keep up and must disconnect (close 1008).
+    pub kicked: CancellationToken,
+}
+
+/// What `join` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Joined {
+    /// Now a member, with this many members in the room.
+    Member(usize),
+    /// Was a member already; `room_joined` was sent again.
+    AlreadyMember,
+    /// Two others are in it; `room_full` was sent.
+    Full,
+}
+
+/// Why a relay was refused; `Display` is the error text for the sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RelayError {
+    /// The sender is in no room.
+    #[error("{}", ws::errors::NOT_IN_ROOM)]
+    NotInRoom,
+    /// The sender is alone in its room.
+    #[error("{}", ws::errors::ROOM_NOT_READY)]
+    NotReady,
+    /// The payload is not what the message type needs.
+    #[error("{0}")]
+    Invalid(&'static str),
+}
+
+/// Counts for stats and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HubCounts {
+    /// Open sessions.
+    pub connections: usize,
+    /// Rooms with at least one member.
+    pub rooms: usize,
+    /// Rooms with two members.
+    pub rooms_ready: usize,
+}
+
+struct Member {
+    outbox: mpsc::Sender<Outbound>,
+    kicked: CancellationToken,
+    room: Option<RoomId>,
+    device: Option<DeviceId>,
+}
+
+impl Member {
+    /// Queues a message, or marks the member for disconnection when its queue is full.
+    fn deliver(&self, message: Outbound) {
+        match self.outbox.try_send(message) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => self.kicked.cancel(),
+            // The session is ending and will unregister itself.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    fn send(&self, message: &ServerMessage) {
+        self.deliver(Outbound::Text(message.to_json()));
+    }
+}
+
+/// Members in join order: the first is the initiator.
+#[derive(Default)]
+struct Room {
+    members: Vec<ClientId>,
+}
+
+#[derive(Default)]
+struct State {
+    members: HashMap<ClientId, Member>,
+    rooms: HashMap<RoomId, Room>,
+}
+
+/// All live sessions and rooms of this node.
+#[derive(Default)]
+pub struct Hub {
+    state: Mutex<State>,
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a new session with a queue of `queue` messages.
+    pub fn connect(&self, queue: usize) -> (ClientId, Mailbox) {
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        let kicked = CancellationToken::new();
+        let member = Member {
+            outbox: tx,
+            kicked: kicked.clone(),
+            room: None,
+            device: None,
+        };
+        let mut state = self.state.lock().unwrap();
+        let mut id = ClientId::generate();
+        while state.members.contains_key(&id) {
+            id = ClientId::generate();
+        }
+        state.members.insert(id, member);
+        (id, Mailbox { rx, kicked })
+    }
+
+    /// Puts `client` in `room`, leaving its previous room first, and tells everyone concerned.
+    pub fn join(&self, client: ClientId, room: RoomId, device: Option<DeviceId>) -> Joined {
+        let mut state = self.state.lock().unwrap();
+        let state = &mut *state;
+        let Some(member) = state.members.get_mut(&client) else {
+            return Joined::Full;
+        };
+        if device.is_some() {
+            member.device = device;
+        }
+        if member.room.as_ref() == Some(&room) {
+            if let Some(r) = state.rooms.get(&room) {
+                let message = room_joined(r, client, room.clone());
+                member.send(&message);
+            }
+            return Joined::AlreadyMember;
+        }
+        if state
+            .rooms
+            .get(&room)
+            .is_some_and(|r| r.members.len() >= ROOM_CAPACITY)
+        {
+            member.send(&ServerMessage::RoomFull {
+                error: ws::errors::ROOM_FULL,
+                room_id: room,
+            });
+            return Joined::Full;
+        }
+        if let Some(old) = member.room.take() {
+            remove_from_room(state, client, &old, Departure::Left);
+        }
+        let r = state.rooms.entry(room.clone()).or_default();
+        r.members.push(client);
+        let count = r.members.len();
+        let joined = room_joined(r, client, room.clone());
+        if let Some(member) = state.members.get_mut(&client) {
+            member.room = Some(room.clone());
+            member.send(&joined);
+        }
+        if count == ROOM_CAPACITY {
+            for (i, id) in r.members.iter().enumerate() {
+                if let Some(m) = state.members.get(id) {
+                    m.send(&ServerMessage::RoomReady {
+                        room_id: room.clone(),
+                        message: ws::ROOM_READY_MESSAGE,
+                        user_count: count,
+                        is_initiator: i == 0,
+                    });
+                }
+            }
+        }
+        Joined::Member(count)
+    }
+
+    /// Takes `client` out of its room (the peer gets `peer_left`) and confirms with `left_room`.
+    pub fn leave(&self, client: ClientId) -> Option<RoomId> {
+        let mut state = self.state.lock().unwrap();
+        let room = state.members.get_mut(&client)?.room.take();
+        if let Some(room) = &room {
+            remove_from_room(&mut state, client, room, Departure::Left);
+        }
+        if let Some(member) = state.members.get(&client) {
+            member.send(&ServerMessage::LeftRoom {
+                room_id: room.clone(),
+            });
+        }
+        room
+    }
+
+    /// Sends `relay` to the other member of `client`'s room. Returns the room on success.
+    pub fn relay(&self, client: ClientId, relay: &Relay<'_>) -> Result<RoomId, RelayError> {
+        let state = self.state.lock().unwrap();
+        let room_id = state
+            .members
+            .get(&client)
+            .and_then(|m| m.room.clone())
+            .ok_or(RelayError::NotInRoom)?;
+        let room = state.rooms.get(&room_id).ok_or(RelayError::NotInRoom)?;
+        if room.members.len() != ROOM_CAPACITY {
+            return Err(RelayError::NotReady);
+        }
+        let frame = relay
+            .to_peer_frame(client, &room_id)
+            .map_err(RelayError::Invalid)?;
+        let peer = room.members.iter().find(|id| **id != client);
+        if let Some(peer) = peer.and_then(|id| state.members.get(id)) {
+            peer.deliver(Outbound::Text(frame));
+        }
+        Ok(room_id)
+    }
+
+    /// Unregisters a session whose connection ended; its peer gets `peer_disconnected`.
+    pub fn disconnect(&self, client: ClientId) {
+        let mut state = self.state.lock().unwrap();
+        if let Some(member) = state.members.remove(&client)
+            && let Some(room) = member.room
+        {
+            remove_from_room(&mut state, client, &room, Departure::Disconnected);
+        }
+    }
+
+    /// Ends a room (deleted or purged): members get `room_closed` and are in no room.
+    /// Returns how many members it had.
+    pub fn close_room(&self, room: &RoomId) -> usize {
+        let mut state = self.state.lock().unwrap();
+        let Some(r) = state.rooms.remove(room) else {
+            return 0;
+        };
+        for id in &r.members {
+            if let Some(m) = state.members.get_mut(id) {
+                m.room = None;
+                m.send(&ServerMessage::RoomClosed {
+                    room_id: room.clone(),
+                });
+            }
+        }
+        r.members.len()
+    }
+
+    /// Closes every connection that joined as `device` (purged): first out of its room, as if
+    /// the room were closed for it, then the socket. Returns how many connections.
+    pub fn close_device(&self, device: &DeviceId) -> usize {
+        let mut state = self.state.lock().unwrap();
+        let clients: Vec<ClientId> = state
+            .members
+            .iter()
+            .filter(|(_, m)| m.device.as_ref() == Some(device))
+            .map(|(id, _)| *id)
+            .collect();
+        for client in &clients {
+            let Some(member) = state.members.get_mut(client) else {
+                continue;
+            };
+            if let Some(room) = member.room.take() {
+                member.send(&ServerMessage::RoomClosed {
+                    room_id: room.clone(),
+                });
+                remove_from_room(&mut state, *client, &room, Departure::Left);
+            }
+            if let Some(member) = state.members.get(client) {
+                member.deliver(Outbound::Close(CLOSE_NORMAL, "device purged"));
+            }
+        }
+        clients.len()
+    }
+
+    /// Live counts.
+    pub fn counts(&self) -> HubCounts {
+        let state = self.state.lock().unwrap();
+        HubCounts {
+            connections: state.members.len(),
+            rooms: state.rooms.len(),
+            rooms_ready: state
+                .rooms
+                .values()
+                .filter(|r| r.members.len() == ROOM_CAPACITY)
+                .count(),
+        }
+    }
+
+    /// Rooms with their member counts, for the operator's room list.
+    pub fn room_list(&self) -> Vec<(RoomId, usize)> {
+        let state = self.state.lock().unwrap();
+        let mut rooms: Vec<_> = state
+            .rooms
+            .iter()
+            .map(|(id, r)| (id.clone(), r.members.len()))
+            .collect();
+        rooms.sort();
+        rooms
+    }
+}
+
+/// Close code for an orderly close the server chose (RFC 6455 §7.4.1).
+pub const CLOSE_NORMAL: u16 = 1000;
+
+#[derive(Clone, Copy)]
+enum Departure {
+    Left,
+    Disconnected,
+}
+
+fn room_joined(room: &Room, client: ClientId, room_id: RoomId) -> ServerMessage {
+    let count = room.members.len();
+    ServerMessage::RoomJoined {
+        room_id,
+        user_count: count,
+        is_initiator: room.members.first() == Some(&client),
+        ready: count == ROOM_CAPACITY,
+    }
+}
+
+/// Removes `client` from `room` (its own `room` field is the caller's business), tells the peer,
+/// and forgets the room once it is empty.
+fn remove_from_room(state: &mut State, client: ClientId, room: &RoomId, how: Departure) {
+    let Some(r) = state.rooms.get_mut(room) else {
+        return;
+    };
+    r.members.retain(|id| *id != client);
+    let peer_id = client.to_string();
+    let notice = match how {
+        Departure::Left => ServerMessage::PeerLeft {
+            message: ws::PEER_LEFT_MESSAGE,
+            peer_id,
+        },
+        Departure::Disconnected => ServerMessage::PeerDisconnected {
+            message: ws::PEER_DISCONNECTED_MESSAGE,
+            peer_id,
+        },
+    };
+    for id in &r.members {
+        if let Some(m) = state.members.get(id) {
+            m.send(&notice);
+        }
+    }
+    if r.members.is_empty() {
+        state.rooms.remove(room);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ws::ClientMessage;
+    use serde_json::Value;
+
+    fn room(s: &str) -> RoomId {
+        RoomId::parse(s).unwrap()
+    }
+
+    fn next(mailbox: &mut Mailbox) -> Value {
+        match mailbox.rx.try_recv().expect("a message") {
+            Outbound::Text(t) => serde_json::from_str(&t).unwrap(),
+            Outbound::Close(code, _) => serde_json::json!({ "close": code }),
+        }
+    }
+
+    fn nothing_for(mailbox: &mut Mailbox) {
+        assert!(mailbox.rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn second_member_makes_the_room_ready_for_both() {
+        let hub = Hub::new();
+        let (a, mut ma) = hub.connect(8);
+        let (b, mut mb) = hub.connect(8);
+        assert_eq!(hub.join(a, room("r"), None), Joined::Member(1));
+        assert_eq!(next(&mut ma)["isInitiator"], true);
+        assert_eq!(hub.join(b, room("r"), None), Joined::Member(2));
+        assert_eq!(next(&mut mb)["type"], "room_joined");
+        assert_eq!(next(&mut mb)["isInitiator"], false);
+        let ready = next(&mut ma);
+        assert_eq!(
+            (ready["type"].as_str(), ready["isInitiator"].as_bool()),
+            (Some("room_ready"), Some(true))
+        );
+    }
+
+    #[test]
+    fn third_joiner_is_refused_without_leaving_its_room() {
+        let hub = Hub::new();
+        let (a, _ma) = hub.connect(8);
+        let (b, _mb) = hub.connect(8);
+        let (c, mut mc) = hub.connect(8);
+        hub.join(a, room("r"), None);
+        hub.join(b, room("r"), None);
+        hub.join(c, room("mine"), None);
+        next(&mut mc);
+        assert_eq!(hub.join(c, room("r"), None), Joined::Full);
+        assert_eq!(next(&mut mc)["type"], "room_full");
+        assert_eq!(hub.counts().rooms, 2);
+    }
+
+    #[test]
+    fn a_full_queue_kicks_the_slow_member_only() {
+        let hub = Hub::new();
+        let (a, _ma) = hub.connect(64);
+        let (b, mb) = hub.connect(2);
+        hub.join(a, room("r"), None);
+        hub.join(b, room("r"), None);
+        let text = r#"{"type":"webrtc_offer","sdp":"x"}"#;
+        let ClientMessage::Relay(relay) = ClientMessage::parse(text).unwrap() else {
+            panic!()
+        };
+        assert!(!mb.kicked.is_cancelled());
+        for _ in 0..4 {
+            hub.relay(a, &relay).unwrap();
+        }
+        assert!(mb.kicked.is_cancelled());
+    }
+
+    #[test]
+    fn disconnect_tells_the_peer_and_frees_the_place() {
+        let hub = Hub::new();
+        let (a, mut ma) = hub.connect(8);
+        let (b, _mb) = hub.connect(8);
+        hub.join(a, room("r"), None);
+        hub.join(b, room("r"), None);
+        while ma.rx.try_recv().is_ok() {}
+        hub.disconnect(b);
+        let notice = next(&mut ma);
+        assert_eq!(notice["type"], "peer_disconnected");
+        assert_eq!(notice["peerId"], b.to_string());
+        nothing_for(&mut ma);
+        assert_eq!(
+            hub.counts(),
+            HubCounts {
+                connections: 1,
+                rooms: 1,
+                rooms_ready: 0
+            }
+        );
+    }
+
+    #[test]
+    fn an_empty_room_is_forgotten() {
+        let hub = Hub::new();
+        let (a, _ma) = hub.connect(8);
+        hub.join(a, room("r"), None);
+        assert_eq!(hub.leave(a), Some(room("r")));
+        assert_eq!(hub.counts().rooms, 0);
+    }
+}

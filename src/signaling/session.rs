@@ -1,0 +1,261 @@
+//! One WebSocket session: a single task from upgrade to close.
+//!
+//! The task registers with the hub, then loops over four things at once (the client's frames, its
+//! queue of outgoing messages, the heartbeat, and shutdown) and always unregisters at the end, on
+//! every path, through a drop guard. It is the only writer of its socket, so frames never
+//! interleave, and it awaits socket writes with no lock held.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use super::Signaling;
+use super::hub::{Mailbox, Outbound};
+use crate::db::StoreError;
+use crate::ids::{ClientId, DeviceId, RoomId};
+use crate::protocol::ws::{ClientMessage, ServerMessage, errors};
+
+/// How long a closing handshake may take before the socket is simply dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why a session ended, and what the client is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The client closed or the connection broke.
+    ClientGone,
+    /// A frame over the size limit (1009).
+    TooBig,
+    /// The queue filled up (1008).
+    TooSlow,
+    /// No frame within the idle timeout.
+    Idle,
+    /// The server is stopping (1001, after `server_shutdown`).
+    Shutdown,
+    /// The hub asked for a close with this code (a purged device).
+    Closed(u16, &'static str),
+}
+
+/// Unregisters the session from the hub however the task ends.
+struct Registration {
+    signaling: Arc<Signaling>,
+    client: ClientId,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.signaling.hub.disconnect(self.client);
+    }
+}
+
+/// Runs a session to completion over an upgraded connection.
+pub async fn run<S>(mut ws: WebSocketStream<S>, signaling: Arc<Signaling>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (client, mut mailbox) = signaling.hub.connect(signaling.settings.send_queue);
+    let _registration = Registration {
+        signaling: signaling.clone(),
+        client,
+    };
+    log::debug!("session {client} connected");
+    let mut session = Session {
+        signaling: &signaling,
+        client,
+    };
+    let end = session.run(&mut ws, &mut mailbox).await;
+    log::debug!("session {client} ended: {end:?}");
+    let close = match end {
+        End::ClientGone => None,
+        End::TooBig => Some((CloseCode::Size, "message too big")),
+        End::TooSlow => Some((CloseCode::Policy, "send queue full")),
+        End::Idle => Some((CloseCode::Away, "ping timeout")),
+        End::Shutdown => Some((CloseCode::Away, "server shutting down")),
+        End::Closed(code, reason) => Some((CloseCode::from(code), reason)),
+    };
+    if let Some((code, reason)) = close {
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        // Best effort: a client that does not read cannot take a close frame either.
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(Some(frame))).await;
+    }
+}
+
+struct Session<'a> {
+    signaling: &'a Signaling,
+    client: ClientId,
+}
+
+impl Session<'_> {
+    async fn run<S>(&mut self, ws: &mut WebSocketStream<S>, mailbox: &mut Mailbox) -> End
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let settings = &self.signaling.settings;
+        let shutdown = self.signaling.shutdown.clone();
+        let connected = ServerMessage::Connected {
+            client_id: self.client.to_string(),
+            server: "signalpost",
+        };
+        if let Err(end) = self.write(ws, mailbox, connected.to_json()).await {
+            return end;
+        }
+        let mut heartbeat = tokio::time::interval_at(
+            Instant::now() + settings.ping_interval,
+            settings.ping_interval,
+        );
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut last_seen = Instant::now();
+        loop {
+            let step = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    let bye = ServerMessage::ServerShutdown.to_json();
+                    let _ = self.write(ws, mailbox, bye).await;
+                    Err(End::Shutdown)
+                }
+                _ = mailbox.kicked.cancelled() => Err(End::TooSlow),
+                out = mailbox.rx.recv() => match out {
+                    Some(Outbound::Text(text)) => self.write(ws, mailbox, text).await,
+                    Some(Outbound::Close(code, reason)) => Err(End::Closed(code, reason)),
+                    // The hub holds the sender until this session unregisters.
+                    None => Err(End::ClientGone),
+                },
+                frame = ws.next() => {
+                    last_seen = Instant::now();
+                    match frame {
+                        Some(Ok(message)) => self.on_frame(ws, mailbox, message).await,
+                        Some(Err(WsError::Capacity(_))) => Err(End::TooBig),
+                        Some(Err(_)) | None => Err(End::ClientGone),
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    if last_seen.elapsed() >= settings.idle_timeout {
+                        Err(End::Idle)
+                    } else {
+                        self.send_frame(ws, mailbox, Message::Ping(Default::default())).await
+                    }
+                }
+            };
+            if let Err(end) = step {
+                return end;
+            }
+        }
+    }
+
+    async fn on_frame<S>(
+        &mut self,
+        ws: &mut WebSocketStream<S>,
+        mailbox: &Mailbox,
+        message: Message,
+    ) -> Result<(), End>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        match message {
+            Message::Text(text) => {
+                let reply = self.on_text(text.as_str()).await;
+                match reply {
+                    Some(reply) => self.write(ws, mailbox, reply.to_json()).await,
+                    None => Ok(()),
+                }
+            }
+            Message::Binary(_) => {
+                let reply = ServerMessage::error(errors::BINARY_UNSUPPORTED);
+                self.write(ws, mailbox, reply.to_json()).await
+            }
+            Message::Close(_) => Err(End::ClientGone),
+            // tungstenite answers pings itself; any frame counts as a sign of life.
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(()),
+        }
+    }
+
+    /// Handles one text frame; returns the direct reply, if any (hub messages go via the queue).
+    async fn on_text(&mut self, text: &str) -> Option<ServerMessage> {
+        let message = match ClientMessage::parse(text) {
+            Ok(m) => m,
+            Err(e) => return Some(ServerMessage::error(e.to_string())),
+        };
+        let hub = &self.signaling.hub;
+        match message {
+            ClientMessage::JoinRoom { room_id, device_id } => {
+                match self.may_join(&room_id, device_id.as_ref()).await {
+                    Ok(true) => {
+                        hub.join(self.client, room_id, device_id);
+                        None
+                    }
+                    Ok(false) => Some(ServerMessage::error(errors::NOT_A_MEMBER)),
+                    Err(e) => {
+                        log::error!("membership check failed: {e}");
+                        Some(ServerMessage::error(errors::INTERNAL))
+                    }
+                }
+            }
+            ClientMessage::LeaveRoom => {
+                hub.leave(self.client);
+                None
+            }
+            ClientMessage::Ping => Some(ServerMessage::Pong),
+            ClientMessage::Relay(relay) => match hub.relay(self.client, &relay) {
+                Ok(_) => None,
+                Err(e) => Some(ServerMessage::error(e.to_string())),
+            },
+        }
+    }
+
+    /// Whether this device may join this room. Paired rooms (in the database) admit only their two
+    /// devices; with strict rooms, only paired rooms exist.
+    async fn may_join(&self, room: &RoomId, device: Option<&DeviceId>) -> Result<bool, StoreError> {
+        let strict = self.signaling.settings.strict_rooms;
+        let Some(store) = &self.signaling.store else {
+            return Ok(!strict);
+        };
+        if device.is_none() && !strict {
+            return Ok(true);
+        }
+        let Some(device) = device else {
+            return Ok(false);
+        };
+        Ok(match store.room(room.clone()).await? {
+            Some(paired) => paired.client1 == *device || paired.client2 == *device,
+            None => !strict,
+        })
+    }
+
+    async fn write<S>(
+        &self,
+        ws: &mut WebSocketStream<S>,
+        mailbox: &Mailbox,
+        text: String,
+    ) -> Result<(), End>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        self.send_frame(ws, mailbox, Message::text(text)).await
+    }
+
+    /// Writes one frame, giving up when the session is kicked: a client that stopped reading would
+    /// otherwise hold this task in the write forever.
+    async fn send_frame<S>(
+        &self,
+        ws: &mut WebSocketStream<S>,
+        mailbox: &Mailbox,
+        frame: Message,
+    ) -> Result<(), End>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        tokio::select! {
+            sent = ws.send(frame) => sent.map_err(|_| End::ClientGone),
+            _ = mailbox.kicked.cancelled() => Err(End::TooSlow),
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! The WebSocket upgrade (RFC 6455 §4.2), done here rather than with `warp::ws()` so that the
+//! connection's buffers are sized deliberately: tungstenite's defaults reserve 128 KiB per socket,
+//! which at tens of thousands of idle connections is most of the server's memory.
+
+use std::sync::Arc;
+
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use warp::http::{HeaderMap, HeaderValue, StatusCode, header};
+use warp::reply::Response;
+
+use super::{MAX_MESSAGE_BYTES, Signaling, session};
+
+/// Bytes read from the socket at a time. Signaling frames are small; a larger frame takes a few
+/// reads instead of a larger buffer held by every idle connection.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+
+/// Bytes gathered before a write is flushed; every message is flushed on its own anyway.
+const WRITE_BUFFER_BYTES: usize = 0;
+
+/// Bytes that may wait in the socket's write buffer when the client reads slowly: one full-size
+/// message and some. Beyond it the session's queue holds messages, and a full queue disconnects.
+const MAX_WRITE_BUFFER_BYTES: usize = 2 * MAX_MESSAGE_BYTES;
+
+/// The WebSocket configuration of every session.
+pub fn websocket_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
+        .max_message_size(Some(MAX_MESSAGE_BYTES))
+        .max_frame_size(Some(MAX_MESSAGE_BYTES))
+}
+
+/// Whether the request asks for a WebSocket (`Upgrade: websocket`).
+pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// Why an upgrade request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpgradeError {
+    /// Missing `Connection: upgrade` or `Sec-WebSocket-Key`.
+    BadHandshake,
+    /// A `Sec-WebSocket-Version` other than 13.
+    UnsupportedVersion,
+    /// The connection cannot be upgraded (HTTP/2, or already taken).
+    NotUpgradable,
+}
+
+/// Answers an upgrade request with 101 and starts the session once the connection is handed over.
+pub fn accept(
+    headers: &HeaderMap,
+    on_upgrade: Option<OnUpgrade>,
+    signaling: Arc<Signaling>,
+) -> Result<Response, UpgradeError> {
+    let connection_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    let key = headers.get(header::SEC_WEBSOCKET_KEY);
+    let (true, Some(key)) = (connection_upgrade, key) else {
+        return Err(UpgradeError::BadHandshake);
+    };
+    if headers.get(header::SEC_WEBSOCKET_VERSION) != Some(&HeaderValue::from_static("13")) {
+        return Err(UpgradeError::UnsupportedVersion);
+    }
+    let on_upgrade = on_upgrade.ok_or(UpgradeError::NotUpgradable)?;
+    let accept_key = derive_accept_key(key.as_bytes());
+
+    let tracker = signaling.sessions.clone();
+    tracker.spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let io = TokioIo::new(upgraded);
+                let ws =
+                    WebSocketStream::from_raw_socket(io, Role::Server, Some(websocket_config()))
+                        .await;
+                session::run(ws, signaling).await;
+            }
+            Err(e) => log::debug!("websocket upgrade failed: {e}"),
+        }
+    });
+
+    let mut response = Response::default();
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&accept_key) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    Ok(response)
+}

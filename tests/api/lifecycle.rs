@@ -1,0 +1,206 @@
+//! Start, restart, sweep and stop: the server's life around the API.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::helpers::{spawn_app_with, spawn_with_config, test_config};
+
+/// Upper bound for waiting on something the server does in the background (not a speed check).
+const DEADLINE: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn pairings_survive_a_restart_on_the_same_database_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("nested/dir/chat.db");
+    let app = spawn_with_config(test_config(&db, |_| {})).await;
+    let roomid = app.pair("devA", "devB").await;
+    let code = app.create_code("devC").await;
+    app.shutdown().await;
+
+    let app = spawn_with_config(test_config(&db, |_| {})).await;
+    let reply = app.get(&format!("/api/rooms?roomid={roomid}")).await;
+    assert_eq!(
+        reply.json(),
+        json!({"roomid": roomid, "client1": "devA", "client2": "devB"})
+    );
+    let check = app
+        .post_json(
+            "/api/rooms/check",
+            &json!({"joinid": code, "client1": "devC"}),
+        )
+        .await;
+    assert_eq!(check.status, 204);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_sweeper_deletes_expired_codes_and_keeps_live_ones() {
+    let app = spawn_app_with(|c| c.sweep_interval_secs = 1).await;
+    let live = app.create_code("devA").await;
+    let dead = app.create_code("devB").await;
+    let past = chrono::Utc::now().timestamp_millis() - 1000;
+    app.db()
+        .execute(
+            "UPDATE pendings SET exp = ?1 WHERE joinid = ?2",
+            rusqlite::params![past, dead],
+        )
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        let left: Vec<String> = {
+            let db = app.db();
+            let mut stmt = db.prepare("SELECT joinid FROM pendings").unwrap();
+            stmt.query_map([], |r| r.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        if left == vec![live.clone()] {
+            break;
+        }
+        assert!(started.elapsed() < DEADLINE, "sweeper never ran: {left:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_schema_has_the_documented_tables_and_indexes() {
+    let app = spawn_app_with(|_| {}).await;
+    let db = app.db();
+    let names: Vec<String> = db
+        .prepare("SELECT name FROM sqlite_master WHERE type IN ('table','index') ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for expected in [
+        "pendings",
+        "rooms",
+        "idx_pendings_client1",
+        "idx_pendings_exp",
+        "idx_rooms_client1",
+        "idx_rooms_client2",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+    let journal: String = db
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(journal, "wal");
+}
+
+/// Starts the real binary with `env`, returning it and the address it logged.
+fn start_binary(env: &[(&str, &str)]) -> (std::process::Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_signalpost"))
+        .env("HOST", "127.0.0.1")
+        .env("PORT", "0")
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("server exited before listening")
+            .unwrap();
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.trim().to_owned();
+        }
+    };
+    // Keep draining so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
+
+#[test]
+fn sigterm_stops_the_binary_with_exit_code_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    let (mut child, addr) = start_binary(&[("SQLITE_DB_PATH", db.to_str().unwrap())]);
+    let body = reqwest::blocking_get(&format!("http://{addr}/"));
+    assert!(body.contains("active"), "{body}");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < DEADLINE, "server did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(db.exists());
+}
+
+#[test]
+fn unparseable_configuration_stops_the_binary_with_a_message() {
+    for (name, value) in [
+        ("PORT", "eighty"),
+        ("USE_SQLITE", "perhaps"),
+        ("SWEEP_INTERVAL_SECS", "-1"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_signalpost"))
+            .env(name, value)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{name}={value} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(value), "{name}: {stderr}");
+    }
+}
+
+#[test]
+fn help_lists_every_option_with_its_default() {
+    let out = Command::new(env!("CARGO_BIN_EXE_signalpost"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for name in [
+        "PORT",
+        "HOST",
+        "SQLITE_DB_PATH",
+        "USE_SQLITE",
+        "SWEEP_INTERVAL_SECS",
+        "MAX_PENDING_TTL_SECS",
+        "STRICT_ROOMS",
+    ] {
+        assert!(help.contains(name), "{name} missing from --help");
+    }
+    assert!(help.contains("8080") && help.contains("./data/chat.db") && help.contains("86400"));
+}
+
+/// Blocking GET for tests that drive the binary from a plain thread.
+mod reqwest {
+    pub fn blocking_get(url: &str) -> String {
+        use std::io::{Read, Write};
+        let rest = url.strip_prefix("http://").unwrap();
+        let (host, path) = rest
+            .split_once('/')
+            .map(|(h, p)| (h, format!("/{p}")))
+            .unwrap();
+        let mut s = std::net::TcpStream::connect(host).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+}
