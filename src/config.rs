@@ -69,6 +69,134 @@ pub struct Config {
         default_value_t = 10
     )]
     pub shutdown_grace_secs: u64,
+
+    /// Bearer token for operator endpoints (`GET /rooms`, ...); unset, they answer 404.
+    #[arg(long = "admin-token", env = "ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<Secret>,
+
+    /// Origins allowed to open WebSockets and read answers, comma-separated; `https://*.example.com`
+    /// allows every subdomain. Unset: any origin.
+    #[arg(long = "allowed-origins", env = "ALLOWED_ORIGINS", value_parser = parse_origins)]
+    pub allowed_origins: Option<OriginList>,
+
+    /// Abuse limits.
+    #[command(flatten)]
+    pub limits: Limits,
+}
+
+/// Per-client and global limits. Every refusal they cause is a clear answer: 429 with
+/// `Retry-After` over HTTP, `rate_limited` then close 1008 over WebSocket, 503 at the global cap.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Limits {
+    /// Proxies whose `X-Forwarded-For` is believed, as comma-separated CIDRs (`10.0.0.0/8,::1/128`).
+    #[arg(long = "trusted-proxies", env = "TRUSTED_PROXIES", value_parser = parse_cidrs, default_value = "")]
+    pub trusted_proxies: CidrList,
+
+    /// Failed join-code guesses (accept or check answering 404) allowed per client in the window.
+    #[arg(long = "guess-limit", env = "GUESS_LIMIT", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub guess_limit: u32,
+
+    /// The window, in seconds, in which failed guesses are counted.
+    #[arg(long = "guess-window-secs", env = "GUESS_WINDOW_SECS", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub guess_window_secs: u64,
+
+    /// First lock-out after too many guesses, in seconds; it doubles with every repeated offence
+    /// up to 15 minutes.
+    #[arg(long = "guess-block-secs", env = "GUESS_BLOCK_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=900))]
+    pub guess_block_secs: u64,
+
+    /// REST requests per minute per client (sustained rate).
+    #[arg(long = "rest-rate-per-min", env = "REST_RATE_PER_MIN", default_value_t = 120,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub rest_rate_per_min: u32,
+
+    /// REST requests a client may make at once before the per-minute rate applies.
+    #[arg(long = "rest-burst", env = "REST_BURST", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub rest_burst: u32,
+
+    /// WebSocket upgrades per minute per client.
+    #[arg(long = "ws-upgrade-rate-per-min", env = "WS_UPGRADE_RATE_PER_MIN", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub ws_upgrade_rate_per_min: u32,
+
+    /// Concurrent WebSocket connections per client.
+    #[arg(long = "ws-max-connections-per-client", env = "WS_MAX_CONNECTIONS_PER_CLIENT",
+          default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    pub ws_max_connections_per_client: u32,
+
+    /// Concurrent WebSocket connections in all; upgrades beyond it get 503.
+    #[arg(long = "ws-max-connections", env = "WS_MAX_CONNECTIONS", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub ws_max_connections: u32,
+
+    /// WebSocket messages per second per connection (sustained rate).
+    #[arg(long = "ws-msg-rate-per-sec", env = "WS_MSG_RATE_PER_SEC", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub ws_msg_rate_per_sec: u32,
+
+    /// WebSocket messages a connection may send at once before the per-second rate applies.
+    #[arg(long = "ws-msg-burst", env = "WS_MSG_BURST", default_value_t = 200,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub ws_msg_burst: u32,
+}
+
+/// A secret from the environment. `Debug` never shows it, and comparison takes the same time
+/// whatever the input, so the token cannot be guessed byte by byte from response times.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Whether `candidate` is this secret, in constant time.
+    pub fn matches(&self, candidate: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        // Length is not secret; the bytes are.
+        self.0.len() == candidate.len() && bool::from(self.0.as_bytes().ct_eq(candidate.as_bytes()))
+    }
+
+    /// The secret itself, for the code that must use it (signing, never logging).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() {
+            Err("a secret cannot be empty".into())
+        } else {
+            Ok(Self(s.to_owned()))
+        }
+    }
+}
+
+/// A list of CIDR ranges.
+pub type CidrList = Vec<crate::limits::client::Cidr>;
+
+/// A list of allowed origins.
+pub type OriginList = crate::limits::origin::AllowedOrigins;
+
+fn parse_cidrs(s: &str) -> Result<CidrList, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse().map_err(|e| format!("`{p}`: {e}")))
+        .collect()
+}
+
+fn parse_origins(s: &str) -> Result<OriginList, String> {
+    s.parse()
 }
 
 impl Config {
@@ -95,6 +223,11 @@ impl Config {
     /// How long a silent WebSocket is kept.
     pub fn ws_idle_timeout(&self) -> Duration {
         Duration::from_secs(self.ws_idle_timeout_secs)
+    }
+
+    /// How long failed guesses are remembered.
+    pub fn guess_window(&self) -> Duration {
+        Duration::from_secs(self.limits.guess_window_secs)
     }
 
     /// Bound on the shutdown wait for WebSocket sessions.

@@ -19,6 +19,7 @@ pub mod api;
 pub mod config;
 pub mod db;
 pub mod ids;
+pub mod limits;
 pub mod protocol;
 pub mod server;
 pub mod shutdown;

@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 use crate::api;
 use crate::config::Config;
 use crate::db::{Store, StoreError};
+use crate::limits::Limiters;
 use crate::signaling::{SessionSettings, Signaling, hub::Hub};
 use crate::state::AppState;
 use crate::sweeper;
@@ -65,12 +66,14 @@ impl Server {
             None
         };
         let shutdown = CancellationToken::new();
+        let limits = Arc::new(Limiters::from_config(&config));
         let signaling = Arc::new(Signaling {
             hub: Hub::new(),
             store: store.clone(),
             settings: SessionSettings::from_config(&config),
             shutdown: shutdown.clone(),
             sessions: TaskTracker::new(),
+            limits: limits.clone(),
         });
         let sweeper = store.clone().map(|store| {
             tokio::spawn(sweeper::run(
@@ -79,7 +82,7 @@ impl Server {
                 shutdown.clone(),
             ))
         });
-        let state = AppState::new(config, store, signaling);
+        let state = AppState::new(config, store, signaling, limits);
         let routes = api::routes(state.clone());
         let stop = shutdown.clone();
         let http = tokio::spawn(

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use crate::config::Config;
 use crate::db::Store;
+use crate::limits::Limiters;
 use crate::signaling::Signaling;
 
 /// Shared server state. Cloning copies a pointer.
@@ -17,17 +18,24 @@ struct Inner {
     config: Config,
     store: Option<Store>,
     signaling: Arc<Signaling>,
+    limits: Arc<Limiters>,
     started: Instant,
 }
 
 impl AppState {
     /// Bundles the parts built at start.
-    pub fn new(config: Config, store: Option<Store>, signaling: Arc<Signaling>) -> Self {
+    pub fn new(
+        config: Config,
+        store: Option<Store>,
+        signaling: Arc<Signaling>,
+        limits: Arc<Limiters>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 config,
                 store,
                 signaling,
+                limits,
                 started: Instant::now(),
             }),
         }
@@ -46,6 +54,11 @@ impl AppState {
     /// Sessions and rooms.
     pub fn signaling(&self) -> &Arc<Signaling> {
         &self.inner.signaling
+    }
+
+    /// Abuse limits.
+    pub fn limits(&self) -> &Arc<Limiters> {
+        &self.inner.limits
     }
 
     /// When the server started.

@@ -2,7 +2,7 @@
 
 use std::convert::Infallible;
 
-use warp::http::StatusCode;
+use warp::http::{HeaderValue, StatusCode, header};
 use warp::reject::Rejection;
 use warp::reply::{Reply, Response};
 
@@ -46,6 +46,18 @@ pub enum ApiError {
     /// A WebSocket version other than 13.
     #[error("unsupported_websocket_version")]
     UnsupportedWebSocketVersion,
+    /// Over a rate or guess limit; retry after this long.
+    #[error("too_many_requests")]
+    TooManyRequests(std::time::Duration),
+    /// A WebSocket from an origin not in `ALLOWED_ORIGINS`.
+    #[error("origin_not_allowed")]
+    OriginNotAllowed,
+    /// The server holds its maximum of WebSocket connections.
+    #[error("server_full")]
+    ServerFull,
+    /// An operator endpoint without the right bearer token.
+    #[error("unauthorized")]
+    Unauthorized,
     /// No server-generated code was free.
     #[error("no_code_available")]
     NoCodeAvailable,
@@ -85,7 +97,10 @@ impl ApiError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             Self::UnsupportedWebSocketVersion => StatusCode::BAD_REQUEST,
-            Self::NoCodeAvailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::OriginNotAllowed => StatusCode::FORBIDDEN,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::NoCodeAvailable | Self::ServerFull => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -103,11 +118,23 @@ impl ApiError {
         };
         let mut response =
             warp::reply::with_status(warp::reply::json(&body), self.status()).into_response();
-        if let Self::UnsupportedWebSocketVersion = self {
-            response.headers_mut().insert(
-                "sec-websocket-version",
-                warp::http::HeaderValue::from_static("13"),
-            );
+        let headers = response.headers_mut();
+        match self {
+            Self::UnsupportedWebSocketVersion => {
+                headers.insert("sec-websocket-version", HeaderValue::from_static("13"));
+            }
+            Self::TooManyRequests(wait) => {
+                // Whole seconds, rounded up: never tell a client to retry before it may.
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            }
+            Self::ServerFull => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            Self::Unauthorized => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
         }
         response
     }

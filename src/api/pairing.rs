@@ -12,8 +12,10 @@ use warp::reply::{Reply, Response};
 
 use super::body::{json_object, optional_json_object};
 use super::error::ApiError;
-use super::with_state;
+use super::{client_key, with_state};
 use crate::db::{Accepted, Checked, Created, Store};
+use crate::limits::Limiters;
+use crate::limits::client::ClientKey;
 use crate::protocol::rest::{
     self, AcceptCode, CheckCode, CreatePending, CreatedBody, DeletedBody, Object, PurgedBody,
     RoomBody, RoomIdBody,
@@ -26,8 +28,30 @@ pub struct Pairing {
     pub store: Store,
     /// Live sessions, closed when their room is deleted or their device purged.
     pub signaling: Arc<crate::signaling::Signaling>,
+    /// Guess limits (and the client address they count against).
+    pub limits: Arc<Limiters>,
     /// Longest lifetime of a pending code.
     pub max_pending_ttl: Duration,
+}
+
+impl Pairing {
+    /// Refuses a client locked out for guessing codes.
+    fn check_guesses(&self, key: ClientKey) -> Result<(), ApiError> {
+        self.limits
+            .guesses
+            .check(key)
+            .map_err(ApiError::TooManyRequests)
+    }
+
+    /// Counts a 404 of accept or check as a failed guess.
+    fn count_failure(&self, key: ClientKey) {
+        if let Some(block) = self.limits.guesses.record_failure(key) {
+            log::warn!(
+                "join-code guessing: {key} locked out for {}s",
+                block.as_secs()
+            );
+        }
+    }
 }
 
 /// Every pairing route. Paths are matched before methods, so a known path with the wrong method
@@ -99,13 +123,17 @@ async fn create_pending(state: Pairing, body: Object) -> Result<Response, ApiErr
 fn accept(state: Pairing) -> BoxedFilter<(Response,)> {
     warp::path!("api" / "rooms" / "accept")
         .and(warp::post())
+        .and(client_key(state.limits.clone()))
         .and(with_state(state))
         .and(json_object())
-        .then(|state: Pairing, body: Object| async move { answer(accept_code(state, body).await) })
+        .then(|key, state: Pairing, body: Object| async move {
+            answer(accept_code(state, key, body).await)
+        })
         .boxed()
 }
 
-async fn accept_code(state: Pairing, body: Object) -> Result<Response, ApiError> {
+async fn accept_code(state: Pairing, key: ClientKey, body: Object) -> Result<Response, ApiError> {
+    state.check_guesses(key)?;
     let req = AcceptCode::parse(&body)?;
     let accepted = state
         .store
@@ -120,7 +148,10 @@ async fn accept_code(state: Pairing, body: Object) -> Result<Response, ApiError>
             };
             Ok(json_with_status(&body, StatusCode::OK))
         }
-        Accepted::NotFound => Err(ApiError::NotFoundOrExpired),
+        Accepted::NotFound => {
+            state.count_failure(key);
+            Err(ApiError::NotFoundOrExpired)
+        }
         Accepted::Conflict => Err(ApiError::Conflict),
     }
 }
@@ -129,13 +160,17 @@ async fn accept_code(state: Pairing, body: Object) -> Result<Response, ApiError>
 fn check(state: Pairing) -> BoxedFilter<(Response,)> {
     warp::path!("api" / "rooms" / "check")
         .and(warp::post())
+        .and(client_key(state.limits.clone()))
         .and(with_state(state))
         .and(json_object())
-        .then(|state: Pairing, body: Object| async move { answer(check_code(state, body).await) })
+        .then(|key, state: Pairing, body: Object| async move {
+            answer(check_code(state, key, body).await)
+        })
         .boxed()
 }
 
-async fn check_code(state: Pairing, body: Object) -> Result<Response, ApiError> {
+async fn check_code(state: Pairing, key: ClientKey, body: Object) -> Result<Response, ApiError> {
+    state.check_guesses(key)?;
     let req = CheckCode::parse(&body)?;
     let checked = state
         .store
@@ -150,7 +185,10 @@ async fn check_code(state: Pairing, body: Object) -> Result<Response, ApiError> 
             StatusCode::OK,
         )),
         Checked::Waiting => Ok(StatusCode::NO_CONTENT.into_response()),
-        Checked::NotFound => Err(ApiError::NotFoundOrExpired),
+        Checked::NotFound => {
+            state.count_failure(key);
+            Err(ApiError::NotFoundOrExpired)
+        }
     }
 }
 

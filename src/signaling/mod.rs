@@ -8,6 +8,7 @@ pub mod hub;
 pub mod session;
 pub mod upgrade;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -15,6 +16,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::db::Store;
+use crate::limits::Limiters;
 use hub::Hub;
 
 /// Largest text frame accepted. SDP with many candidates stays well under it; a larger frame
@@ -58,4 +60,6 @@ pub struct Signaling {
     pub shutdown: CancellationToken,
     /// Every session task, so shutdown can wait for them.
     pub sessions: TaskTracker,
+    /// Connection slots and the per-connection message rate.
+    pub limits: Arc<Limiters>,
 }

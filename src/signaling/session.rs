@@ -20,10 +20,19 @@ use super::Signaling;
 use super::hub::{Mailbox, Outbound};
 use crate::db::StoreError;
 use crate::ids::{ClientId, DeviceId, RoomId};
+use crate::limits::rate::Bucket;
 use crate::protocol::ws::{ClientMessage, ServerMessage, errors};
 
 /// How long a closing handshake may take before the socket is simply dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Messages refused for rate in a row before the connection is closed (1008): enough for a
+/// client that briefly overshoots to see `rate_limited` and slow down, few enough that a flood
+/// costs little.
+pub const MAX_RATE_STRIKES: u32 = 20;
+
+/// The error text of a message refused for rate.
+pub const RATE_LIMITED: &str = "rate_limited";
 
 /// Why a session ended, and what the client is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +43,8 @@ enum End {
     TooBig,
     /// The queue filled up (1008).
     TooSlow,
+    /// The client kept sending over its message rate (1008).
+    RateLimited,
     /// No frame within the idle timeout.
     Idle,
     /// The server is stopping (1001, after `server_shutdown`).
@@ -68,6 +79,8 @@ where
     let mut session = Session {
         signaling: &signaling,
         client,
+        bucket: Bucket::full(signaling.limits.messages, std::time::Instant::now()),
+        strikes: 0,
     };
     let end = session.run(&mut ws, &mut mailbox).await;
     log::debug!("session {client} ended: {end:?}");
@@ -75,6 +88,7 @@ where
         End::ClientGone => None,
         End::TooBig => Some((CloseCode::Size, "message too big")),
         End::TooSlow => Some((CloseCode::Policy, "send queue full")),
+        End::RateLimited => Some((CloseCode::Policy, "rate limited")),
         End::Idle => Some((CloseCode::Away, "ping timeout")),
         End::Shutdown => Some((CloseCode::Away, "server shutting down")),
         End::Closed(code, reason) => Some((CloseCode::from(code), reason)),
@@ -92,6 +106,10 @@ where
 struct Session<'a> {
     signaling: &'a Signaling,
     client: ClientId,
+    /// This connection's message rate.
+    bucket: Bucket,
+    /// Messages refused for rate since the last one accepted.
+    strikes: u32,
 }
 
 impl Session<'_> {
@@ -160,6 +178,19 @@ impl Session<'_> {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        if matches!(message, Message::Text(_) | Message::Binary(_)) {
+            let rate = self.signaling.limits.messages;
+            if self.bucket.take(rate, std::time::Instant::now()).is_err() {
+                self.strikes += 1;
+                if self.strikes > MAX_RATE_STRIKES {
+                    log::info!("session {} closed: over its message rate", self.client);
+                    return Err(End::RateLimited);
+                }
+                let reply = ServerMessage::error(RATE_LIMITED);
+                return self.write(ws, mailbox, reply.to_json()).await;
+            }
+            self.strikes = 0;
+        }
         match message {
             Message::Text(text) => {
                 let reply = self.on_text(text.as_str()).await;

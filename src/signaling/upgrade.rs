@@ -13,6 +13,7 @@ use warp::http::{HeaderMap, HeaderValue, StatusCode, header};
 use warp::reply::Response;
 
 use super::{MAX_MESSAGE_BYTES, Signaling, session};
+use crate::limits::slots::Slot;
 
 /// Bytes read from the socket at a time. Signaling frames are small; a larger frame takes a few
 /// reads instead of a larger buffer held by every idle connection.
@@ -59,6 +60,7 @@ pub fn accept(
     headers: &HeaderMap,
     on_upgrade: Option<OnUpgrade>,
     signaling: Arc<Signaling>,
+    slot: Slot,
 ) -> Result<Response, UpgradeError> {
     let connection_upgrade = headers
         .get_all(header::CONNECTION)
@@ -78,6 +80,8 @@ pub fn accept(
 
     let tracker = signaling.sessions.clone();
     tracker.spawn(async move {
+        // The connection holds its slot until the session ends.
+        let _slot = slot;
         match on_upgrade.await {
             Ok(upgraded) => {
                 let io = TokioIo::new(upgraded);

@@ -49,6 +49,16 @@ pub fn test_config(db_path: &Path, adjust: impl FnOnce(&mut Config)) -> Config {
     config.host = "127.0.0.1".parse().unwrap();
     config.port = 0;
     config.sqlite_db_path = db_path.to_owned();
+    // Tests exercise behaviour, not the abuse limits, unless they set small ones themselves:
+    // every test client comes from 127.0.0.1.
+    let l = &mut config.limits;
+    l.rest_rate_per_min = 1_000_000;
+    l.rest_burst = 1_000_000;
+    l.guess_limit = 1_000_000;
+    l.ws_upgrade_rate_per_min = 1_000_000;
+    l.ws_max_connections_per_client = 1_000_000;
+    l.ws_msg_rate_per_sec = 1_000_000;
+    l.ws_msg_burst = 1_000_000;
     adjust(&mut config);
     config
 }

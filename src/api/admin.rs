@@ -1,0 +1,99 @@
+//! Operator endpoints: bearer-token access, and the room list.
+
+use serde::Serialize;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::reply::{Reply, Response};
+use warp::{Filter, Rejection};
+
+use super::error::ApiError;
+use crate::config::Secret;
+use crate::signaling::hub::ROOM_CAPACITY;
+use crate::state::AppState;
+
+/// Passes requests carrying `Authorization: Bearer <token>`. Without a configured token the
+/// endpoint does not exist (404), so an unconfigured server exposes nothing.
+pub fn require_admin(
+    token: Option<Secret>,
+) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::header::optional::<String>("authorization")
+        .and_then(move |auth: Option<String>| {
+            let token = token.clone();
+            async move {
+                let Some(token) = token else {
+                    return Err(warp::reject::not_found());
+                };
+                let presented = auth.as_deref().and_then(bearer);
+                if presented.is_some_and(|p| token.matches(p)) {
+                    Ok(())
+                } else {
+                    Err(warp::reject::custom(ApiError::Unauthorized))
+                }
+            }
+        })
+        .untuple_one()
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+pub fn bearer(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RoomEntry {
+    room_id: String,
+    user_count: usize,
+    full: bool,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RoomList {
+    rooms: Vec<RoomEntry>,
+    total_rooms: usize,
+}
+
+/// GET /rooms
+pub fn rooms(state: AppState) -> BoxedFilter<(Response,)> {
+    let token = state.config().admin_token.clone();
+    warp::path!("rooms")
+        .and(warp::get())
+        .and(require_admin(token))
+        .and(super::with_state(state))
+        .then(|state: AppState| async move { room_list(&state) })
+        .boxed()
+}
+
+fn room_list(state: &AppState) -> Response {
+    let rooms: Vec<RoomEntry> = state
+        .signaling()
+        .hub
+        .room_list()
+        .into_iter()
+        .map(|(id, count)| RoomEntry {
+            room_id: id.to_string(),
+            user_count: count,
+            full: count >= ROOM_CAPACITY,
+        })
+        .collect();
+    let body = RoomList {
+        total_rooms: rooms.len(),
+        rooms,
+    };
+    warp::reply::with_status(warp::reply::json(&body), StatusCode::OK).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_tokens_are_read_case_insensitively_by_scheme() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer  abc "), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearer"), None);
+    }
+}

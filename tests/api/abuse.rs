@@ -1,0 +1,382 @@
+//! Abuse resistance (issue 5): client addresses, guessing, rate and connection limits, origins,
+//! operator access and security headers. Each test sets small limits of its own.
+
+use std::time::Duration;
+
+use futures_util::SinkExt;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use crate::helpers::{Reply, TestApp, spawn_app_with};
+
+async fn post_from(
+    app: &TestApp,
+    path: &str,
+    forwarded_for: &str,
+    body: serde_json::Value,
+) -> Reply {
+    let request = app
+        .request("POST", path)
+        .header("x-forwarded-for", forwarded_for)
+        .body(body.to_string());
+    app.send(request).await
+}
+
+fn assert_too_many(reply: &Reply) {
+    assert_eq!(reply.status, 429, "{}", reply.body);
+    assert_eq!(reply.json(), json!({"error": "too_many_requests"}));
+    let retry: u64 = reply
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .unwrap();
+    assert!(retry >= 1);
+}
+
+/// A WebSocket upgrade's HTTP status (101 when it succeeded).
+async fn upgrade_status(app: &TestApp, origin: Option<&str>) -> (u16, Option<TestSocket>) {
+    use tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{}/ws", app.addr)
+        .into_client_request()
+        .unwrap();
+    if let Some(origin) = origin {
+        request
+            .headers_mut()
+            .insert("origin", origin.parse().unwrap());
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((socket, response)) => (response.status().as_u16(), Some(socket)),
+        Err(tungstenite::Error::Http(response)) => (response.status().as_u16(), None),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+type TestSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+#[tokio::test]
+async fn rest_requests_over_the_burst_get_429_with_retry_after() {
+    let app = spawn_app_with(|c| {
+        c.limits.rest_burst = 3;
+        c.limits.rest_rate_per_min = 60;
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(app.get("/api/rooms?roomid=x").await.status, 404);
+    }
+    assert_too_many(&app.get("/api/rooms?roomid=x").await);
+    assert_too_many(&app.post_json("/api/rooms", &json!({})).await);
+    // Not REST: the health message and the WebSocket are limited separately.
+    assert_eq!(app.get("/").await.status, 200);
+    app.connect_ws().await;
+}
+
+#[tokio::test]
+async fn forwarded_for_counts_only_from_a_trusted_proxy() {
+    let untrusted = spawn_app_with(|c| {
+        c.limits.rest_burst = 2;
+        c.limits.rest_rate_per_min = 1;
+    })
+    .await;
+    for _ in 0..2 {
+        post_from(&untrusted, "/api/rooms/check", "198.51.100.1", json!({})).await;
+    }
+    // Another claimed address changes nothing: the socket peer is the client.
+    assert_too_many(&post_from(&untrusted, "/api/rooms/check", "198.51.100.2", json!({})).await);
+
+    let trusted = spawn_app_with(|c| {
+        c.limits.rest_burst = 2;
+        c.limits.rest_rate_per_min = 1;
+        c.limits.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    for _ in 0..2 {
+        post_from(&trusted, "/api/rooms/check", "198.51.100.1", json!({})).await;
+    }
+    assert_too_many(&post_from(&trusted, "/api/rooms/check", "198.51.100.1", json!({})).await);
+    // The right-most untrusted entry is the client: what the client wrote left of it is ignored.
+    let spoofed = post_from(
+        &trusted,
+        "/api/rooms/check",
+        "203.0.113.5, 198.51.100.1",
+        json!({}),
+    )
+    .await;
+    assert_too_many(&spoofed);
+    let other = post_from(&trusted, "/api/rooms/check", "198.51.100.2", json!({})).await;
+    assert_eq!(other.status, 400);
+}
+
+#[tokio::test]
+async fn ipv6_clients_share_limits_within_a_64() {
+    let app = spawn_app_with(|c| {
+        c.limits.rest_burst = 2;
+        c.limits.rest_rate_per_min = 1;
+        c.limits.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    post_from(&app, "/api/rooms/check", "2001:db8:1:2::1", json!({})).await;
+    post_from(&app, "/api/rooms/check", "2001:db8:1:2::ffff", json!({})).await;
+    assert_too_many(&post_from(&app, "/api/rooms/check", "2001:db8:1:2:abcd::9", json!({})).await);
+    let next_net = post_from(&app, "/api/rooms/check", "2001:db8:1:3::1", json!({})).await;
+    assert_eq!(next_net.status, 400);
+}
+
+#[tokio::test]
+async fn failed_guesses_lock_the_address_out_of_accept_and_check() {
+    let app = spawn_app_with(|c| c.limits.guess_limit = 3).await;
+    let code = app.create_code("devA").await;
+    for i in 0..3 {
+        let wrong = json!({"joinid": format!("wrong{i}"), "client2": format!("dev{i}")});
+        assert_eq!(app.post_json("/api/rooms/accept", &wrong).await.status, 404);
+    }
+    // Even the right code, from another device id, is refused now.
+    let right = json!({"joinid": code, "client2": "devB"});
+    assert_too_many(&app.post_json("/api/rooms/accept", &right).await);
+    let check = json!({"joinid": code, "client1": "devA"});
+    assert_too_many(&app.post_json("/api/rooms/check", &check).await);
+    // Creating codes is not guessing.
+    assert_eq!(
+        app.post_json(
+            "/api/rooms",
+            &json!({"client1": "devC", "expiresInSeconds": 60})
+        )
+        .await
+        .status,
+        201
+    );
+}
+
+#[tokio::test]
+async fn reconnecting_does_not_reset_the_guess_count() {
+    let app = spawn_app_with(|c| c.limits.guess_limit = 2).await;
+    for i in 0..2 {
+        // A fresh connection each time (reqwest would reuse one; this client does not).
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        let reply = client
+            .post(app.url("/api/rooms/check"))
+            .body(json!({"joinid": format!("guess{i}"), "client1": "x"}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 404);
+    }
+    let reply = app
+        .post_json(
+            "/api/rooms/check",
+            &json!({"joinid": "guess9", "client1": "y"}),
+        )
+        .await;
+    assert_too_many(&reply);
+}
+
+#[tokio::test]
+async fn successful_pairings_do_not_count_as_guesses() {
+    let app = spawn_app_with(|c| c.limits.guess_limit = 2).await;
+    for i in 0..6 {
+        let roomid = app.pair(&format!("a{i}"), &format!("b{i}")).await;
+        assert_eq!(roomid.len(), 48);
+    }
+}
+
+#[tokio::test]
+async fn lock_outs_grow_with_repeated_offences() {
+    let app = spawn_app_with(|c| {
+        c.limits.guess_limit = 1;
+        c.limits.guess_block_secs = 1;
+    })
+    .await;
+    let guess = json!({"joinid": "nope", "client2": "b"});
+    assert_eq!(app.post_json("/api/rooms/accept", &guess).await.status, 404);
+    let first = app.post_json("/api/rooms/accept", &guess).await;
+    assert_eq!(first.header("retry-after"), Some("1"));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(app.post_json("/api/rooms/accept", &guess).await.status, 404);
+    let second = app.post_json("/api/rooms/accept", &guess).await;
+    assert_eq!(second.status, 429);
+    assert_eq!(second.header("retry-after"), Some("2"));
+}
+
+#[tokio::test]
+async fn websocket_upgrades_over_the_rate_get_429() {
+    let app = spawn_app_with(|c| c.limits.ws_upgrade_rate_per_min = 2).await;
+    let (a, _sa) = upgrade_status(&app, None).await;
+    let (b, _sb) = upgrade_status(&app, None).await;
+    let (c, _) = upgrade_status(&app, None).await;
+    assert_eq!((a, b, c), (101, 101, 429));
+}
+
+#[tokio::test]
+async fn concurrent_connections_are_capped_per_client_and_freed_on_close() {
+    let app = spawn_app_with(|c| c.limits.ws_max_connections_per_client = 2).await;
+    let first = app.connect_ws().await;
+    let _second = app.connect_ws().await;
+    assert_eq!(upgrade_status(&app, None).await.0, 429);
+    drop(first);
+    let mut status = 0;
+    for _ in 0..100 {
+        status = upgrade_status(&app, None).await.0;
+        if status == 101 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, 101, "the closed connection's slot was never freed");
+}
+
+#[tokio::test]
+async fn the_global_connection_cap_answers_503() {
+    let app = spawn_app_with(|c| c.limits.ws_max_connections = 2).await;
+    let _a = app.connect_ws().await;
+    let _b = app.connect_ws().await;
+    assert_eq!(upgrade_status(&app, None).await.0, 503);
+}
+
+#[tokio::test]
+async fn messages_over_the_rate_are_refused_then_the_connection_is_closed() {
+    let app = spawn_app_with(|c| {
+        c.limits.ws_msg_rate_per_sec = 1;
+        c.limits.ws_msg_burst = 3;
+    })
+    .await;
+    let mut a = app.connect_ws().await;
+    for _ in 0..4 {
+        a.send_json(&json!({"type": "ping"})).await;
+    }
+    for _ in 0..3 {
+        a.expect("pong").await;
+    }
+    a.expect_error("rate_limited").await;
+    for _ in 0..30 {
+        if a.stream
+            .send(Message::text(r#"{"type":"ping"}"#))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    assert_eq!(a.expect_close().await, Some(1008));
+}
+
+#[tokio::test]
+async fn websockets_from_origins_not_allowed_get_403() {
+    let app = spawn_app_with(|c| {
+        c.allowed_origins = Some(
+            "https://app.example.com,https://*.preview.example.com"
+                .parse()
+                .unwrap(),
+        );
+    })
+    .await;
+    assert_eq!(
+        upgrade_status(&app, Some("https://evil.example.net"))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        upgrade_status(&app, Some("https://app.example.com"))
+            .await
+            .0,
+        101
+    );
+    assert_eq!(
+        upgrade_status(&app, Some("https://pr-7.preview.example.com"))
+            .await
+            .0,
+        101
+    );
+    // Native apps send no Origin.
+    assert_eq!(upgrade_status(&app, None).await.0, 101);
+}
+
+#[tokio::test]
+async fn cors_reflects_an_allowed_origin_and_omits_others() {
+    let app =
+        spawn_app_with(|c| c.allowed_origins = Some("https://app.example.com".parse().unwrap()))
+            .await;
+    let allowed = app
+        .send(
+            app.request("GET", "/")
+                .header("origin", "https://app.example.com"),
+        )
+        .await;
+    assert_eq!(
+        allowed.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert_eq!(allowed.header("vary"), Some("Origin"));
+    let other = app
+        .send(
+            app.request("GET", "/")
+                .header("origin", "https://evil.example.net"),
+        )
+        .await;
+    assert_eq!(other.header("access-control-allow-origin"), None);
+    assert_eq!(
+        other.status, 200,
+        "REST is not refused, the browser is just not allowed to read it"
+    );
+
+    let open = spawn_app_with(|_| {}).await;
+    let any = open
+        .send(
+            open.request("GET", "/")
+                .header("origin", "https://evil.example.net"),
+        )
+        .await;
+    assert_eq!(any.header("access-control-allow-origin"), Some("*"));
+}
+
+#[tokio::test]
+async fn the_room_list_needs_the_admin_token() {
+    let closed = spawn_app_with(|_| {}).await;
+    assert_eq!(closed.get("/rooms").await.status, 404);
+
+    let app = spawn_app_with(|c| c.admin_token = Some("s3cret-token".parse().unwrap())).await;
+    let (_a, _b) = app.joined_pair("full-room").await;
+    let mut lone = app.connect_ws().await;
+    lone.join("half-room").await;
+    lone.expect("room_joined").await;
+
+    let none = app.get("/rooms").await;
+    assert_eq!((none.status, none.error()), (401, "unauthorized".into()));
+    let bad = app
+        .send(app.request("GET", "/rooms").bearer_auth("s3cret-tokem"))
+        .await;
+    assert_eq!(bad.status, 401);
+    let good = app
+        .send(app.request("GET", "/rooms").bearer_auth("s3cret-token"))
+        .await;
+    assert_eq!(good.status, 200);
+    assert_eq!(
+        good.json(),
+        json!({"rooms": [
+            {"roomId": "full-room", "userCount": 2, "full": true},
+            {"roomId": "half-room", "userCount": 1, "full": false},
+        ], "totalRooms": 2})
+    );
+}
+
+#[tokio::test]
+async fn answers_carry_security_headers() {
+    let app = spawn_app_with(|_| {}).await;
+    for reply in [
+        app.get("/").await,
+        app.get("/nope").await,
+        app.post_json("/api/rooms", &json!({})).await,
+    ] {
+        assert_eq!(reply.header("x-content-type-options"), Some("nosniff"));
+        assert_eq!(reply.header("referrer-policy"), Some("no-referrer"));
+        assert!(
+            reply
+                .header("content-security-policy")
+                .unwrap()
+                .contains("default-src 'none'")
+        );
+    }
+}
