@@ -1,11 +1,12 @@
 //! Integration tests: the real server on `127.0.0.1:0` with a temp database, over real HTTP and
 //! WebSocket connections. One test binary, so the server code is compiled once for all of them.
 
-mod compose_file;
+mod abuse;
 mod external;
+mod fuzz;
 mod helpers;
 mod lifecycle;
-mod nginx_proxy;
+mod openapi;
 mod pairing;
 mod signaling;
 mod turn_coturn;
