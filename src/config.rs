@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::telemetry::logging::LogFormat;
+
 /// Everything the server can be told at start.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "signalpost", version, about)]
@@ -30,7 +32,7 @@ pub struct Config {
     pub sqlite_db_path: PathBuf,
 
     /// Enable the REST pairing API backed by SQLite (`0`/`false` turns it off: its routes answer 404).
-    #[arg(long = "use-sqlite", env = "USE_SQLITE", default_value = "true", value_parser = parse_bool)]
+    #[arg(long = "use-sqlite", env = "USE_SQLITE", default_value = "true", value_parser = parse_bool, action = clap::ArgAction::Set)]
     pub use_sqlite: bool,
 
     /// Seconds between sweeps that delete expired pending codes.
@@ -44,7 +46,7 @@ pub struct Config {
     pub max_pending_ttl_secs: u64,
 
     /// Require every WebSocket join to name a paired room and a member `deviceId`.
-    #[arg(long = "strict-rooms", env = "STRICT_ROOMS", default_value = "false", value_parser = parse_bool)]
+    #[arg(long = "strict-rooms", env = "STRICT_ROOMS", default_value = "false", value_parser = parse_bool, action = clap::ArgAction::Set)]
     pub strict_rooms: bool,
 
     /// Seconds between WebSocket pings sent by the server.
@@ -70,9 +72,47 @@ pub struct Config {
     )]
     pub shutdown_grace_secs: u64,
 
-    /// Bearer token for operator endpoints (`GET /rooms`, ...); unset, they answer 404.
+    /// Bearer token for operator endpoints (`GET /rooms`, `GET /logs`, ...); unset, they answer 404.
     #[arg(long = "admin-token", env = "ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<Secret>,
+
+    /// Key that also opens `GET /logs` as `?key=...`, for dashboards that cannot send a header.
+    /// A query string ends up in proxy logs, so prefer `ADMIN_TOKEN` where possible.
+    #[arg(
+        long = "log-access-key",
+        env = "LOG_ACCESS_KEY",
+        hide_env_values = true
+    )]
+    pub log_access_key: Option<Secret>,
+
+    /// Bearer token required by `GET /metrics`; unset, metrics are open to whoever reaches the
+    /// port (keep it off the public internet, or set this).
+    #[arg(long = "metrics-token", env = "METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<Secret>,
+
+    /// Log line format on stderr: `text` (human-readable) or `json` (one object per line, for
+    /// log shippers). `RUST_LOG` filters either way.
+    #[arg(long = "log-format", env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// TURN shared secrets (coturn's `static-auth-secret`), comma-separated: the first signs new
+    /// credentials, the others still verify while coturn has them too (rotation).
+    #[arg(long = "turn-secret", env = "TURN_SECRET", hide_env_values = true,
+          value_parser = parse_secret_list, default_value = "", hide_default_value = true)]
+    pub turn_secret: SecretList,
+
+    /// TURN urls handed to clients, comma-separated (`turn:turn.example.org:3478?transport=udp`).
+    #[arg(long = "turn-urls", env = "TURN_URLS", value_parser = parse_string_list, default_value = "")]
+    pub turn_urls: StringList,
+
+    /// STUN urls handed to clients, comma-separated (`stun:turn.example.org:3478`).
+    #[arg(long = "stun-urls", env = "STUN_URLS", value_parser = parse_string_list, default_value = "")]
+    pub stun_urls: StringList,
+
+    /// Lifetime of minted TURN credentials, in seconds.
+    #[arg(long = "turn-ttl-secs", env = "TURN_TTL_SECS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub turn_ttl_secs: u64,
 
     /// Origins allowed to open WebSockets and read answers, comma-separated; `https://*.example.com`
     /// allows every subdomain. Unset: any origin.
@@ -181,6 +221,27 @@ impl std::str::FromStr for Secret {
     }
 }
 
+/// A list of secrets; `Debug` shows only how many.
+#[derive(Clone, Default)]
+pub struct SecretList(pub Vec<String>);
+
+impl std::fmt::Debug for SecretList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretList([{} redacted])", self.0.len())
+    }
+}
+
+/// A comma-separated list of strings.
+pub type StringList = Vec<String>;
+
+fn parse_secret_list(s: &str) -> Result<SecretList, String> {
+    Ok(SecretList(crate::turn::parse_list(s)))
+}
+
+fn parse_string_list(s: &str) -> Result<StringList, String> {
+    Ok(crate::turn::parse_list(s))
+}
+
 /// A list of CIDR ranges.
 pub type CidrList = Vec<crate::limits::client::Cidr>;
 
@@ -223,6 +284,16 @@ impl Config {
     /// How long a silent WebSocket is kept.
     pub fn ws_idle_timeout(&self) -> Duration {
         Duration::from_secs(self.ws_idle_timeout_secs)
+    }
+
+    /// Where TURN and STUN servers are, and the secrets that sign TURN credentials.
+    pub fn turn_settings(&self) -> crate::turn::TurnSettings {
+        crate::turn::TurnSettings {
+            secrets: self.turn_secret.0.clone(),
+            turn_urls: self.turn_urls.clone(),
+            stun_urls: self.stun_urls.clone(),
+            ttl: Duration::from_secs(self.turn_ttl_secs),
+        }
     }
 
     /// How long failed guesses are remembered.

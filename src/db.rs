@@ -120,6 +120,15 @@ pub struct Purged {
     pub pendings: usize,
 }
 
+/// What a sweep removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Expired rows deleted.
+    pub removed: usize,
+    /// Of them, codes that expired without being accepted.
+    pub unaccepted: usize,
+}
+
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -161,10 +170,29 @@ impl Store {
         .await?
     }
 
-    /// A trivial query, for health checks.
+    /// A trivial round trip through the database, for health checks: takes the write lock and
+    /// reads the schema, then rolls back. Pairing writes, so a database that can be read but
+    /// not written (another process holding a write transaction, a read-only file) is not
+    /// healthy; `SELECT 1` alone would not even touch the file.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.with_conn(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
-            .await
+        self.with_conn(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))?;
+            tx.rollback()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Pending codes that have not expired (accepted ones included, until they expire).
+    pub async fn count_live_pendings(&self) -> Result<u64, StoreError> {
+        self.with_conn(|c| {
+            let n: i64 = c
+                .prepare_cached("SELECT count(*) FROM pendings WHERE exp > ?1")?
+                .query_row(params![now_millis()], |r| r.get(0))?;
+            Ok(u64::try_from(n).unwrap_or_default())
+        })
+        .await
     }
 
     /// Stores a pending code for `client1`, replacing an expired row of the same code. With no
@@ -202,16 +230,30 @@ impl Store {
         joinid: JoinCode,
         client2: DeviceId,
     ) -> Result<Accepted, StoreError> {
+        Ok(self.accept_timed(joinid, client2).await?.0)
+    }
+
+    /// [`Store::accept`], with the code's creation instant when this call created the room (not
+    /// when it repeated an earlier acceptance), to measure how long pairing took.
+    pub async fn accept_timed(
+        &self,
+        joinid: JoinCode,
+        client2: DeviceId,
+    ) -> Result<(Accepted, Option<Millis>), StoreError> {
         self.with_conn(move |c| {
             let now = now_millis();
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let row: Option<(String, Option<String>, Option<String>)> = tx
+            let row: Option<(String, Option<String>, Option<String>, Millis)> = tx
                 .query_row(
-                    "SELECT client1, client2, roomid FROM pendings WHERE joinid = ?1 AND exp > ?2",
+                    "SELECT client1, client2, roomid, created_at FROM pendings
+                     WHERE joinid = ?1 AND exp > ?2",
                     params![joinid.as_str(), now],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
                 )
                 .optional()?;
+            let created_at = row.as_ref().map(|r| r.3);
+            let row = row.map(|(client1, client2, roomid, _)| (client1, client2, roomid));
+            let mut fresh = false;
             let outcome = match row {
                 None => Accepted::NotFound,
                 Some((_, Some(accepted_by), Some(roomid))) => {
@@ -235,12 +277,13 @@ impl Store {
                             "UPDATE pendings SET client2 = ?2, roomid = ?3 WHERE joinid = ?1",
                             params![joinid.as_str(), client2.as_str(), roomid.as_str()],
                         )?;
+                        fresh = true;
                         Accepted::Room(roomid)
                     }
                 }
             };
             tx.commit()?;
-            Ok(outcome)
+            Ok((outcome, created_at.filter(|_| fresh)))
         })
         .await
     }
@@ -332,9 +375,26 @@ impl Store {
 
     /// Deletes pending codes that expired at or before `now`; returns how many.
     pub async fn sweep_expired(&self, now: Millis) -> Result<usize, StoreError> {
-        self.with_conn(
-            move |c| Ok(c.execute("DELETE FROM pendings WHERE exp <= ?1", params![now])?),
-        )
+        Ok(self.sweep(now).await?.removed)
+    }
+
+    /// Deletes pending codes that expired at or before `now`, in one transaction, telling how
+    /// many of them had never been accepted.
+    pub async fn sweep(&self, now: Millis) -> Result<Swept, StoreError> {
+        self.with_conn(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let unaccepted: i64 = tx.query_row(
+                "SELECT count(*) FROM pendings WHERE exp <= ?1 AND client2 IS NULL",
+                params![now],
+                |r| r.get(0),
+            )?;
+            let removed = tx.execute("DELETE FROM pendings WHERE exp <= ?1", params![now])?;
+            tx.commit()?;
+            Ok(Swept {
+                removed,
+                unaccepted: usize::try_from(unaccepted).unwrap_or_default(),
+            })
+        })
         .await
     }
 }

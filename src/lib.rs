@@ -12,6 +12,7 @@
 //! - [`api`]: HTTP routes, bounded bodies, and the single error-to-status mapping.
 //! - [`signaling`]: the WebSocket upgrade, per-connection sessions, and the room hub.
 //! - [`sweeper`]: periodic removal of expired codes.
+//! - [`telemetry`]: Prometheus metrics, logging (text, JSON, the `/logs` ring), room stories.
 //! - [`server`]: start on a bound listener, graceful shutdown; [`shutdown`]: process signals.
 #![warn(missing_docs)]
 
@@ -26,6 +27,7 @@ pub mod shutdown;
 pub mod signaling;
 pub mod state;
 pub mod sweeper;
+pub mod telemetry;
 pub mod turn;
 
 pub use config::Config;

@@ -8,7 +8,7 @@ use signalpost::{Config, Server};
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let config = Config::parse();
-    init_logging();
+    signalpost::telemetry::logging::init(config.log_format);
     let addr = SocketAddr::new(config.host, config.port);
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
@@ -27,14 +27,4 @@ async fn main() -> std::process::ExitCode {
     signalpost::shutdown::signal().await;
     server.shutdown().await;
     std::process::ExitCode::SUCCESS
-}
-
-/// `RUST_LOG` filters as usual; the default shows the server's own info lines.
-fn init_logging() {
-    let mut builder = pretty_env_logger::formatted_timed_builder();
-    match std::env::var("RUST_LOG") {
-        Ok(filter) => builder.parse_filters(&filter),
-        Err(_) => builder.parse_filters("info"),
-    };
-    builder.init();
 }

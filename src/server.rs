@@ -15,6 +15,7 @@ use crate::limits::Limiters;
 use crate::signaling::{SessionSettings, Signaling, hub::Hub};
 use crate::state::AppState;
 use crate::sweeper;
+use crate::telemetry::Metrics;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -67,19 +68,22 @@ impl Server {
         };
         let shutdown = CancellationToken::new();
         let limits = Arc::new(Limiters::from_config(&config));
+        let metrics = Arc::new(Metrics::new());
         let signaling = Arc::new(Signaling {
-            hub: Hub::new(),
+            hub: Hub::with_metrics(metrics.clone()),
             store: store.clone(),
             settings: SessionSettings::from_config(&config),
             shutdown: shutdown.clone(),
             sessions: TaskTracker::new(),
             limits: limits.clone(),
+            metrics: metrics.clone(),
         });
         let sweeper = store.clone().map(|store| {
             tokio::spawn(sweeper::run(
                 store,
                 config.sweep_interval(),
                 shutdown.clone(),
+                metrics.clone(),
             ))
         });
         let state = AppState::new(config, store, signaling, limits);
@@ -115,6 +119,8 @@ impl Server {
     /// in-flight requests, and waits up to the configured grace period for sessions to end.
     pub async fn shutdown(self) {
         log::info!("shutting down");
+        // Before the sessions end: their rooms' stories say `shutdown`, not `disconnected`.
+        self.state.signaling().hub.shut_down_rooms();
         self.shutdown.cancel();
         let sessions = &self.state.signaling().sessions;
         sessions.close();

@@ -61,6 +61,11 @@ impl AppState {
         &self.inner.limits
     }
 
+    /// The server's metrics (held by [`Signaling`], which sessions and the hub reach them by).
+    pub fn metrics(&self) -> &Arc<crate::telemetry::Metrics> {
+        &self.inner.signaling.metrics
+    }
+
     /// When the server started.
     pub fn started(&self) -> Instant {
         self.inner.started

@@ -202,7 +202,9 @@ fn num(value: &Value, path: &str, decimals: usize) -> String {
 }
 
 fn ratio_cell(ratio: Option<&Value>, field: &str) -> String {
-    ratio.map_or(String::new(), |r| num(r, field, 3))
+    // Ratio keys are the compared fields' paths, stored whole (`latency/p99_us`).
+    let value = ratio.and_then(|r| r.get(field)).and_then(Value::as_f64);
+    value.map_or(String::new(), |r| format!("{r:.3}"))
 }
 
 fn pairing_row(run: &Value) -> String {
@@ -304,7 +306,7 @@ mod tests {
             json!({"scenario": "relay",
                    "target": {"scenario": "relay", "label": "signalpost", "delivered_per_sec": 90.0},
                    "baseline": {"scenario": "relay", "label": "baseline", "delivered_per_sec": 100.0},
-                   "ratio": {"delivered_per_sec": 0.9}}),
+                   "ratio": {"delivered_per_sec": 0.9, "latency/p99_us": 1.25}}),
         ]
         .map(|v| v.to_string())
         .join("\nnot json\n");
@@ -313,6 +315,7 @@ mod tests {
         assert!(md.contains("| signalpost | 4 |"), "{md}");
         assert!(md.contains("| baseline |"), "{md}");
         assert!(md.contains("| 0.900 |"), "{md}");
+        assert!(md.contains("| 1.250 |"), "{md}");
         assert!(!md.contains("### connections"), "{md}");
     }
 }

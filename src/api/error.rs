@@ -58,6 +58,12 @@ pub enum ApiError {
     /// An operator endpoint without the right bearer token.
     #[error("unauthorized")]
     Unauthorized,
+    /// No TURN secret and no STUN url are configured.
+    #[error("turn_not_configured")]
+    TurnNotConfigured,
+    /// A server-side fault outside the database; the code names the operation.
+    #[error("{0}")]
+    Internal(&'static str),
     /// No server-generated code was free.
     #[error("no_code_available")]
     NoCodeAvailable,
@@ -101,7 +107,8 @@ impl ApiError {
             Self::OriginNotAllowed => StatusCode::FORBIDDEN,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::NoCodeAvailable | Self::ServerFull => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Store { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::TurnNotConfigured => StatusCode::NOT_IMPLEMENTED,
+            Self::Store { .. } | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }

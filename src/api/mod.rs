@@ -3,13 +3,17 @@
 //!
 //! - [`pairing`]: the REST pairing routes.
 //! - [`admin`]: bearer-token operator endpoints.
+//! - [`ops`]: health, stats, Prometheus metrics and the recent log lines.
+//! - [`turn`]: short-lived TURN credentials.
 //! - [`body`]: bounded JSON bodies.
 //! - [`error`]: [`ApiError`] and the one mapping of errors to status codes.
 
 pub mod admin;
 pub mod body;
 pub mod error;
+pub mod ops;
 pub mod pairing;
+pub mod turn;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -80,7 +84,10 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .unify()
         .or(admin::rooms(state.clone()))
         .unify()
+        .or(ops::routes(state.clone()))
+        .unify()
         .boxed();
+    let mut api = turn::routes(state.clone());
     if let Some(store) = state.store() {
         let pairing = pairing::Pairing {
             store: store.clone(),
@@ -88,13 +95,15 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
             limits: state.limits().clone(),
             max_pending_ttl: state.config().max_pending_ttl(),
         };
-        let api = rest_rate_limit(state.clone()).and(pairing::routes(pairing));
-        routes = routes.or(api).unify().boxed();
+        api = api.or(pairing::routes(pairing)).unify().boxed();
     }
+    let api = rest_rate_limit(state.clone()).and(api);
+    routes = routes.or(api).unify().boxed();
     let origins = state.config().allowed_origins.clone();
     routes
         .recover(error::recover)
         .unify()
+        .map(ops::count_refusals(state.clone()))
         .and(warp::header::optional::<String>("origin"))
         .map(move |response, origin: Option<String>| {
             with_headers(response, origin.as_deref(), origins.as_ref())

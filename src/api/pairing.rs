@@ -20,6 +20,7 @@ use crate::protocol::rest::{
     self, AcceptCode, CheckCode, CreatePending, CreatedBody, DeletedBody, Object, PurgedBody,
     RoomBody, RoomIdBody,
 };
+use crate::telemetry::PairingOutcome;
 
 /// What the pairing handlers share.
 #[derive(Clone)]
@@ -101,8 +102,10 @@ async fn create_pending(state: Pairing, body: Object) -> Result<Response, ApiErr
         .create_pending(req.joinid, req.client1, req.exp.timestamp_millis())
         .await
         .map_err(ApiError::store("create_failed"))?;
+    let metrics = &state.signaling.metrics;
     match created {
         Created::Ok(pending) => {
+            metrics.pairing(PairingOutcome::Created);
             log::info!(
                 "pending code created, expires {}",
                 rest::format_instant(req.exp)
@@ -114,8 +117,15 @@ async fn create_pending(state: Pairing, body: Object) -> Result<Response, ApiErr
             };
             Ok(json_with_status(&body, StatusCode::CREATED))
         }
-        Created::Conflict => Err(ApiError::Conflict),
-        Created::Exhausted => Err(ApiError::NoCodeAvailable),
+        Created::Conflict => {
+            log::debug!("create refused: the code is live");
+            metrics.pairing(PairingOutcome::Conflict);
+            Err(ApiError::Conflict)
+        }
+        Created::Exhausted => {
+            log::error!("no free join code after several tries: too many live codes");
+            Err(ApiError::NoCodeAvailable)
+        }
     }
 }
 
@@ -135,13 +145,19 @@ fn accept(state: Pairing) -> BoxedFilter<(Response,)> {
 async fn accept_code(state: Pairing, key: ClientKey, body: Object) -> Result<Response, ApiError> {
     state.check_guesses(key)?;
     let req = AcceptCode::parse(&body)?;
-    let accepted = state
+    let (accepted, created_at) = state
         .store
-        .accept(req.joinid, req.client2)
+        .accept_timed(req.joinid, req.client2)
         .await
         .map_err(ApiError::store("accept_failed"))?;
+    let metrics = &state.signaling.metrics;
     match accepted {
         Accepted::Room(roomid) => {
+            if let Some(created_at) = created_at {
+                let waited = u64::try_from(crate::db::now_millis() - created_at).unwrap_or(0);
+                metrics.pairing(PairingOutcome::Accepted);
+                metrics.accepted_after(Duration::from_millis(waited));
+            }
             log::info!("code accepted, room {}", roomid.redacted());
             let body = RoomIdBody {
                 roomid: roomid.to_string(),
@@ -149,10 +165,16 @@ async fn accept_code(state: Pairing, key: ClientKey, body: Object) -> Result<Res
             Ok(json_with_status(&body, StatusCode::OK))
         }
         Accepted::NotFound => {
+            log::debug!("accept refused: no live code");
+            metrics.pairing(PairingOutcome::NotFound);
             state.count_failure(key);
             Err(ApiError::NotFoundOrExpired)
         }
-        Accepted::Conflict => Err(ApiError::Conflict),
+        Accepted::Conflict => {
+            log::debug!("accept refused: accepted by another device");
+            metrics.pairing(PairingOutcome::Conflict);
+            Err(ApiError::Conflict)
+        }
     }
 }
 
@@ -280,7 +302,7 @@ async fn purge_devices(state: Pairing, body: Object) -> Result<Response, ApiErro
         .map_err(ApiError::store("purge_failed"))?;
     let hub = &state.signaling.hub;
     for room in &purged.rooms {
-        hub.close_room(room);
+        hub.purge_room(room);
     }
     let sockets: usize = devices.iter().map(|d| hub.close_device(d)).sum();
     log::info!(

@@ -104,7 +104,7 @@ mod tests {
             Some(SlotRefused::Global)
         );
         drop(a1);
-        assert!(slots.acquire(key("1.1.1.1")).is_ok());
+        let _a3 = slots.acquire(key("1.1.1.1")).unwrap();
         assert_eq!(slots.open(), 3);
     }
 }

@@ -7,15 +7,21 @@
 //! with `try_send`, and a session whose queue is full is told to disconnect instead of slowing
 //! the sender down. A multi-node implementation can sit behind these same five operations
 //! ([`Hub::join`], [`Hub::leave`], [`Hub::relay`], [`Hub::close_room`], [`Hub::close_device`]).
+//!
+//! Each room also keeps a [`RoomLog`] (a few counters and its joins) for the story logged when
+//! it ends. Stories are built under the lock but logged after it is released.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::ids::{ClientId, DeviceId, RoomId};
 use crate::protocol::ws::{self, Relay, ServerMessage};
+use crate::telemetry::story::{RoomEnd, RoomLog, Story};
+use crate::telemetry::{Metrics, Refusal};
 
 /// Members a room holds: WebRTC signaling here is one-to-one.
 pub const ROOM_CAPACITY: usize = 2;
@@ -100,24 +106,48 @@ impl Member {
 #[derive(Default)]
 struct Room {
     members: Vec<ClientId>,
+    /// What the room's story will tell.
+    log: RoomLog,
 }
 
 #[derive(Default)]
 struct State {
     members: HashMap<ClientId, Member>,
     rooms: HashMap<RoomId, Room>,
+    /// Stories of rooms that ended under the current lock, logged once it is released.
+    ended: Vec<Story>,
+    /// Set by [`Hub::shut_down_rooms`]: every room that ends from then on ended by shutdown.
+    shutting_down: bool,
 }
 
 /// All live sessions and rooms of this node.
 #[derive(Default)]
 pub struct Hub {
     state: Mutex<State>,
+    metrics: Arc<Metrics>,
 }
 
 impl Hub {
-    /// An empty hub.
+    /// An empty hub that counts into metrics of its own.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty hub that counts into `metrics`.
+    pub fn with_metrics(metrics: Arc<Metrics>) -> Self {
+        Self {
+            state: Mutex::default(),
+            metrics,
+        }
+    }
+
+    /// Logs the stories of rooms that ended and records their lifetimes. Called with the lock
+    /// released, so log output never holds up the hub.
+    fn rooms_ended(&self, stories: Vec<Story>) {
+        for story in stories {
+            self.metrics.room_ended(story.age());
+            story.emit();
+        }
     }
 
     /// Registers a new session with a queue of `queue` messages.
@@ -141,14 +171,15 @@ impl Hub {
 
     /// Puts `client` in `room`, leaving its previous room first, and tells everyone concerned.
     pub fn join(&self, client: ClientId, room: RoomId, device: Option<DeviceId>) -> Joined {
-        let mut state = self.state.lock().unwrap();
-        let state = &mut *state;
+        let mut guard = self.state.lock().unwrap();
+        let state = &mut *guard;
         let Some(member) = state.members.get_mut(&client) else {
             return Joined::Full;
         };
         if device.is_some() {
             member.device = device;
         }
+        let device = member.device.clone();
         if member.room.as_ref() == Some(&room) {
             if let Some(r) = state.rooms.get(&room) {
                 let message = room_joined(r, client, room.clone());
@@ -161,6 +192,8 @@ impl Hub {
             .get(&room)
             .is_some_and(|r| r.members.len() >= ROOM_CAPACITY)
         {
+            log::debug!("join refused: room {} is full", room.redacted());
+            self.metrics.refused(Refusal::RoomFull);
             member.send(&ServerMessage::RoomFull {
                 error: ws::errors::ROOM_FULL,
                 room_id: room,
@@ -172,6 +205,7 @@ impl Hub {
         }
         let r = state.rooms.entry(room.clone()).or_default();
         r.members.push(client);
+        r.log.joined(client, device.as_ref(), Instant::now());
         let count = r.members.len();
         let joined = room_joined(r, client, room.clone());
         if let Some(member) = state.members.get_mut(&client) {
@@ -190,6 +224,9 @@ impl Hub {
                 }
             }
         }
+        let ended = std::mem::take(&mut state.ended);
+        drop(guard);
+        self.rooms_ended(ended);
         Joined::Member(count)
     }
 
@@ -205,18 +242,22 @@ impl Hub {
                 room_id: room.clone(),
             });
         }
+        let ended = std::mem::take(&mut state.ended);
+        drop(state);
+        self.rooms_ended(ended);
         room
     }
 
     /// Sends `relay` to the other member of `client`'s room. Returns the room on success.
     pub fn relay(&self, client: ClientId, relay: &Relay<'_>) -> Result<RoomId, RelayError> {
-        let state = self.state.lock().unwrap();
+        let mut guard = self.state.lock().unwrap();
+        let state = &mut *guard;
         let room_id = state
             .members
             .get(&client)
             .and_then(|m| m.room.clone())
             .ok_or(RelayError::NotInRoom)?;
-        let room = state.rooms.get(&room_id).ok_or(RelayError::NotInRoom)?;
+        let room = state.rooms.get_mut(&room_id).ok_or(RelayError::NotInRoom)?;
         if room.members.len() != ROOM_CAPACITY {
             return Err(RelayError::NotReady);
         }
@@ -225,6 +266,8 @@ impl Hub {
             .map_err(RelayError::Invalid)?;
         let peer = room.members.iter().find(|id| **id != client);
         if let Some(peer) = peer.and_then(|id| state.members.get(id)) {
+            room.log.relayed(relay.kind, frame.len());
+            self.metrics.relayed(relay.kind, frame.len());
             peer.deliver(Outbound::Text(frame));
         }
         Ok(room_id)
@@ -238,11 +281,23 @@ impl Hub {
         {
             remove_from_room(&mut state, client, &room, Departure::Disconnected);
         }
+        let ended = std::mem::take(&mut state.ended);
+        drop(state);
+        self.rooms_ended(ended);
     }
 
-    /// Ends a room (deleted or purged): members get `room_closed` and are in no room.
+    /// Ends a deleted room: members get `room_closed` and are in no room.
     /// Returns how many members it had.
     pub fn close_room(&self, room: &RoomId) -> usize {
+        self.end_room(room, RoomEnd::Deleted)
+    }
+
+    /// Ends a room one of whose devices was purged, like [`Hub::close_room`].
+    pub fn purge_room(&self, room: &RoomId) -> usize {
+        self.end_room(room, RoomEnd::Purged)
+    }
+
+    fn end_room(&self, room: &RoomId, end: RoomEnd) -> usize {
         let mut state = self.state.lock().unwrap();
         let Some(r) = state.rooms.remove(room) else {
             return 0;
@@ -255,7 +310,30 @@ impl Hub {
                 });
             }
         }
+        let story = r.log.finish(room, end, Instant::now());
+        drop(state);
+        self.rooms_ended(vec![story]);
         r.members.len()
+    }
+
+    /// Ends every open room with the story `shutdown`, and every room that ends from now on
+    /// too. Members are not told: their sessions are about to get `server_shutdown`.
+    pub fn shut_down_rooms(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.shutting_down = true;
+        let now = Instant::now();
+        let rooms: Vec<(RoomId, Room)> = state.rooms.drain().collect();
+        let mut stories = std::mem::take(&mut state.ended);
+        for (id, room) in rooms {
+            for member in &room.members {
+                if let Some(m) = state.members.get_mut(member) {
+                    m.room = None;
+                }
+            }
+            stories.push(room.log.finish(&id, RoomEnd::Shutdown, now));
+        }
+        drop(state);
+        self.rooms_ended(stories);
     }
 
     /// Closes every connection that joined as `device` (purged): first out of its room, as if
@@ -276,12 +354,15 @@ impl Hub {
                 member.send(&ServerMessage::RoomClosed {
                     room_id: room.clone(),
                 });
-                remove_from_room(&mut state, *client, &room, Departure::Left);
+                remove_from_room(&mut state, *client, &room, Departure::Purged);
             }
             if let Some(member) = state.members.get(client) {
                 member.deliver(Outbound::Close(CLOSE_NORMAL, "device purged"));
             }
         }
+        let ended = std::mem::take(&mut state.ended);
+        drop(state);
+        self.rooms_ended(ended);
         clients.len()
     }
 
@@ -319,6 +400,18 @@ pub const CLOSE_NORMAL: u16 = 1000;
 enum Departure {
     Left,
     Disconnected,
+    /// The member's device was purged: the peer hears `peer_left`, the story says `purged`.
+    Purged,
+}
+
+impl Departure {
+    fn room_end(self) -> RoomEnd {
+        match self {
+            Self::Left => RoomEnd::Left,
+            Self::Disconnected => RoomEnd::Disconnected,
+            Self::Purged => RoomEnd::Purged,
+        }
+    }
 }
 
 fn room_joined(room: &Room, client: ClientId, room_id: RoomId) -> ServerMessage {
@@ -332,7 +425,7 @@ fn room_joined(room: &Room, client: ClientId, room_id: RoomId) -> ServerMessage 
 }
 
 /// Removes `client` from `room` (its own `room` field is the caller's business), tells the peer,
-/// and forgets the room once it is empty.
+/// and forgets the room once it is empty, leaving its story in `state.ended`.
 fn remove_from_room(state: &mut State, client: ClientId, room: &RoomId, how: Departure) {
     let Some(r) = state.rooms.get_mut(room) else {
         return;
@@ -340,7 +433,7 @@ fn remove_from_room(state: &mut State, client: ClientId, room: &RoomId, how: Dep
     r.members.retain(|id| *id != client);
     let peer_id = client.to_string();
     let notice = match how {
-        Departure::Left => ServerMessage::PeerLeft {
+        Departure::Left | Departure::Purged => ServerMessage::PeerLeft {
             message: ws::PEER_LEFT_MESSAGE,
             peer_id,
         },
@@ -354,8 +447,15 @@ fn remove_from_room(state: &mut State, client: ClientId, room: &RoomId, how: Dep
             m.send(&notice);
         }
     }
-    if r.members.is_empty() {
-        state.rooms.remove(room);
+    if r.members.is_empty()
+        && let Some(r) = state.rooms.remove(room)
+    {
+        let end = if state.shutting_down {
+            RoomEnd::Shutdown
+        } else {
+            how.room_end()
+        };
+        state.ended.push(r.log.finish(room, end, Instant::now()));
     }
 }
 
@@ -451,6 +551,34 @@ mod tests {
                 rooms_ready: 0
             }
         );
+    }
+
+    #[test]
+    fn every_ended_room_is_recorded_once_whatever_ended_it() {
+        let metrics = Arc::new(Metrics::new());
+        let hub = Hub::with_metrics(metrics.clone());
+        let clients: Vec<_> = (0..6).map(|_| hub.connect(8)).collect();
+        let id = |i: usize| clients[i].0;
+        let device = DeviceId::parse("purged-device").unwrap();
+        hub.join(id(0), room("left"), None);
+        hub.join(id(1), room("dropped"), None);
+        hub.join(id(2), room("deleted"), None);
+        hub.join(id(3), room("purged"), Some(device.clone()));
+        hub.join(id(4), room("open"), None);
+        hub.join(id(5), room("open"), None);
+        hub.leave(id(0));
+        hub.disconnect(id(1));
+        assert_eq!(hub.close_room(&room("deleted")), 1);
+        assert_eq!(hub.close_device(&device), 1);
+        hub.shut_down_rooms();
+        // A session ending after shutdown began ends no second story.
+        hub.disconnect(id(4));
+        let text = metrics.render(&Default::default());
+        assert!(
+            text.contains("signalpost_room_lifetime_seconds_count 5"),
+            "{text}"
+        );
+        assert_eq!(hub.counts().rooms, 0);
     }
 
     #[test]

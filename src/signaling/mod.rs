@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::db::Store;
 use crate::limits::Limiters;
+use crate::telemetry::Metrics;
 use hub::Hub;
 
 /// Largest text frame accepted. SDP with many candidates stays well under it; a larger frame
@@ -62,4 +63,6 @@ pub struct Signaling {
     pub sessions: TaskTracker,
     /// Connection slots and the per-connection message rate.
     pub limits: Arc<Limiters>,
+    /// The server's metrics (the hub counts into the same).
+    pub metrics: Arc<Metrics>,
 }

@@ -16,12 +16,13 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use super::Signaling;
 use super::hub::{Mailbox, Outbound};
+use super::{MAX_MESSAGE_BYTES, Signaling};
 use crate::db::StoreError;
 use crate::ids::{ClientId, DeviceId, RoomId};
 use crate::limits::rate::Bucket;
 use crate::protocol::ws::{ClientMessage, ServerMessage, errors};
+use crate::telemetry::{Metrics, Refusal};
 
 /// How long a closing handshake may take before the socket is simply dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -93,6 +94,12 @@ where
         End::Shutdown => Some((CloseCode::Away, "server shutting down")),
         End::Closed(code, reason) => Some((CloseCode::from(code), reason)),
     };
+    count_end(
+        &signaling.metrics,
+        client,
+        end,
+        close.map(|(code, _)| u16::from(code)),
+    );
     if let Some((code, reason)) = close {
         let frame = CloseFrame {
             code,
@@ -101,6 +108,22 @@ where
         // Best effort: a client that does not read cannot take a close frame either.
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(Some(frame))).await;
     }
+}
+
+/// Counts the session's end by close code, and the refusals that ended it.
+fn count_end(metrics: &Metrics, client: ClientId, end: End, code: Option<u16>) {
+    match end {
+        End::TooBig => {
+            metrics.refused(Refusal::Oversize);
+            log::info!("session {client} closed: a frame over {MAX_MESSAGE_BYTES} bytes");
+        }
+        End::TooSlow => {
+            metrics.refused(Refusal::QueueFull);
+            log::info!("session {client} closed: too slow to take its messages");
+        }
+        _ => {}
+    }
+    metrics.ws_closed(code);
 }
 
 struct Session<'a> {

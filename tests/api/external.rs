@@ -166,3 +166,26 @@ fn is_executable(path: &Path) -> bool {
         .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
         .unwrap_or(false)
 }
+
+#[test]
+fn a_missing_program_is_a_skip_or_under_require_all_a_failure() {
+    let name = "signalpost-test-no-such-program";
+    let require_all = std::env::var(REQUIRE_ALL_ENV).as_deref() == Ok("1");
+
+    let outcome = std::panic::catch_unwind(|| require_program(name));
+
+    if require_all {
+        assert!(
+            outcome.is_err(),
+            "{REQUIRE_ALL_ENV}=1 must fail on a missing program"
+        );
+    } else {
+        assert_eq!(outcome.ok(), Some(false));
+    }
+}
+
+#[test]
+fn an_installed_program_is_found() {
+    assert!(require_program("sh"));
+    assert!(program("sh").is_absolute());
+}

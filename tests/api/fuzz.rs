@@ -2,7 +2,6 @@
 //! server. Each property runs against one live server; after every case the server must still
 //! answer, and the session must still respond to a ping.
 
-
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Map, Value, json};

@@ -20,15 +20,19 @@ pub const RECV_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a test listens to conclude that nothing arrives.
 pub const SILENCE: Duration = Duration::from_millis(300);
 
-/// Logs are quiet unless `TEST_LOG=1`.
+/// Logs are quiet unless `TEST_LOG=1`, but always kept (info and up) in the ring behind
+/// `GET /logs`, so tests can read room stories there.
 fn init_logging() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        if std::env::var("TEST_LOG").is_ok_and(|v| v == "1") {
-            let _ = pretty_env_logger::formatted_builder()
-                .parse_filters("debug,hyper=info,hyper_util=info,warp=info")
-                .try_init();
-        }
+        let verbose = std::env::var("TEST_LOG").is_ok_and(|v| v == "1");
+        let filter = if verbose {
+            "debug,hyper=info,hyper_util=info,warp=info"
+        } else {
+            "info,hyper=warn,hyper_util=warn,warp=warn"
+        };
+        let format = signalpost::telemetry::logging::LogFormat::Text;
+        let _ = signalpost::telemetry::logging::try_init(format, filter, verbose);
     });
 }
 

@@ -204,3 +204,20 @@ mod reqwest {
         out
     }
 }
+
+#[test]
+fn use_sqlite_false_in_the_environment_turns_the_pairing_api_off() {
+    for off in ["0", "false"] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("chat.db");
+        let (mut child, addr) = start_binary(&[
+            ("SQLITE_DB_PATH", db.to_str().unwrap()),
+            ("USE_SQLITE", off),
+        ]);
+        let reply = reqwest::blocking_get(&format!("http://{addr}/api/rooms?roomid=x"));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(reply.starts_with("HTTP/1.1 404"), "{off}: {reply}");
+        assert!(!db.exists());
+    }
+}

@@ -2,11 +2,15 @@
 //! WebSocket connections. One test binary, so the server code is compiled once for all of them.
 
 mod abuse;
+mod compose_file;
 mod external;
 mod fuzz;
 mod helpers;
 mod lifecycle;
+mod nginx_proxy;
 mod openapi;
+mod operating;
 mod pairing;
 mod signaling;
+mod turn;
 mod turn_coturn;

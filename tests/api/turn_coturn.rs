@@ -10,22 +10,49 @@
 //! 127.0.0.1 with `--allow-loopback-peers --allowed-peer-ip=127.0.0.1`. coturn's TLS
 //! listener (5349, `turns:`) is not exercised.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use signalpost::turn::{TurnSettings, sign};
 
 use crate::external::{
-    Daemon, free_port, program, read_lossy, require_programs, run_client, wait_for_log,
-    wait_for_tcp,
+    Daemon, STARTUP_DEADLINE, free_port, program, read_lossy, require_programs, run_client,
+    wait_for_log, wait_for_tcp,
 };
 
 /// What coturn and its client need on the machine.
 const PROGRAMS: [&str; 2] = ["turnserver", "turnutils_uclient"];
 
-/// Relay ports per coturn instance: `turnutils_uclient -y` takes two allocations per run.
-const RELAY_PORTS: u16 = 10;
+/// Relay ports per coturn instance. A `turnutils_uclient -y` run takes two allocations,
+/// which outlive the client for a while, and coturn hands out even ports only: 10 ports
+/// ran out (`508 Cannot create socket`), 100 leave ample room.
+const RELAY_PORTS: u16 = 100;
+
+/// Relay ranges are handed out from here up to [`RELAY_TOP`], below Linux's ephemeral
+/// range (32768 and up by default), where [`free_port`] finds listening ports: a relay
+/// socket of one instance must never take the listening port of another started in
+/// parallel. Ports already busy in a range are skipped by coturn.
+const RELAY_BASE: u16 = 20_000;
+const RELAY_TOP: u16 = 32_000;
+
+/// Next relay range for this process; starts at an offset derived from the pid so that
+/// test processes running side by side (e.g. under nextest) mostly get disjoint ranges.
+fn next_relay_range() -> (u16, u16) {
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let slots = u32::from((RELAY_TOP - RELAY_BASE) / RELAY_PORTS);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id() % slots,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    let slot = NEXT.fetch_add(1, Ordering::Relaxed) % slots;
+    let min = RELAY_BASE + u16::try_from(slot).expect("slot < slots") * RELAY_PORTS;
+    (min, min + RELAY_PORTS - 1)
+}
 
 /// A coturn process on loopback, killed when dropped.
 struct Coturn {
@@ -50,7 +77,7 @@ impl Coturn {
         let dir = tempfile::tempdir().expect("create a temp dir");
         let log = dir.path().join("turnserver.log");
         let port = free_port();
-        let min_port = free_port().min(u16::MAX - RELAY_PORTS);
+        let (min_port, max_port) = next_relay_range();
         let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("turn-server/turnserver.conf");
 
         let mut command = std::process::Command::new(program("turnserver"));
@@ -61,7 +88,7 @@ impl Coturn {
             .arg("--relay-ip=127.0.0.1")
             .arg(format!("--listening-port={port}"))
             .arg(format!("--min-port={min_port}"))
-            .arg(format!("--max-port={}", min_port + RELAY_PORTS))
+            .arg(format!("--max-port={max_port}"))
             .arg("--no-tls")
             .arg("--no-dtls")
             .arg(format!(
@@ -84,6 +111,8 @@ impl Coturn {
 
         let addr = ([127, 0, 0, 1], port).into();
         wait_for_tcp(addr, || daemon.is_running(), || read_lossy(&log)).await;
+        // turnutils_uclient talks UDP: also wait for a STUN answer there.
+        wait_for_stun(addr, || daemon.is_running(), || read_lossy(&log)).await;
         Coturn {
             port,
             log,
@@ -135,6 +164,46 @@ impl Coturn {
     }
 }
 
+/// Sends STUN Binding requests over UDP until one is answered (coturn answers them
+/// without authentication), failing like [`wait_for_tcp`].
+async fn wait_for_stun(
+    addr: SocketAddr,
+    mut still_running: impl FnMut() -> bool,
+    describe: impl Fn() -> String,
+) {
+    // RFC 5389 header: Binding request, no attributes, magic cookie, transaction id.
+    let mut request = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
+    request.extend_from_slice(b"signalpost00");
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind a UDP socket");
+    let start = Instant::now();
+    let mut answer = [0u8; 512];
+    loop {
+        socket
+            .send_to(&request, addr)
+            .await
+            .expect("send a STUN request");
+        let reply = tokio::time::timeout(Duration::from_millis(200), socket.recv(&mut answer));
+        if let Ok(Ok(n)) = reply.await {
+            // A Binding success response carrying our transaction id.
+            if n >= 20 && answer[..2] == [0x01, 0x01] && &answer[8..20] == b"signalpost00" {
+                return;
+            }
+        }
+        assert!(
+            still_running(),
+            "coturn exited before answering STUN:\n{}",
+            describe()
+        );
+        assert!(
+            start.elapsed() < STARTUP_DEADLINE,
+            "no STUN answer from {addr} after {STARTUP_DEADLINE:?}:\n{}",
+            describe()
+        );
+    }
+}
+
 /// What `turnutils_uclient` reported.
 struct Uclient {
     success: bool,
@@ -159,8 +228,36 @@ impl Uclient {
 
 /// Username and credential as signalpost mints them for `label`, signed with the first of
 /// `secrets`, valid from `now` for an hour.
-// TODO(lead): mint through `GET /api/turn-credentials` on `spawn_app()` once the route is
-// wired; `server_minted_credentials_relay_through_coturn` is the place.
+/// Credentials as a client gets them: from a real server's `GET /api/turn-credentials`,
+/// configured with `secrets` (comma-separated in `TURN_SECRET`, the first signs).
+async fn server_minted(secrets: &[&str], device: &str) -> (String, String) {
+    let secret = secrets.join(",");
+    let app = crate::helpers::spawn_app_with(|c| {
+        c.turn_secret =
+            signalpost::config::SecretList(secrets.iter().map(|s| s.to_string()).collect());
+        c.turn_urls = vec!["turn:127.0.0.1:3478?transport=udp".into()];
+    })
+    .await;
+    let reply = app
+        .get(&format!("/api/turn-credentials?deviceId={device}"))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(!reply.body.contains(&secret));
+    let turn = reply.json()["iceServers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s.get("credential").is_some())
+        .cloned()
+        .expect("a TURN entry");
+    (
+        turn["username"].as_str().unwrap().to_owned(),
+        turn["credential"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Credentials minted with the server's own signing code at any instant (for expired ones and
+/// other secrets, which a running server would not hand out).
 fn mint(secrets: &[&str], label: &str, now: SystemTime) -> (String, String) {
     let settings = TurnSettings {
         secrets: secrets.iter().map(|s| s.to_string()).collect(),
@@ -188,7 +285,7 @@ async fn fresh_credentials_relay_through_coturn() {
         return;
     }
     let coturn = Coturn::start(&["test-secret"], LoopbackPeers::Allowed).await;
-    let (username, credential) = mint(&["test-secret"], "device-1", SystemTime::now());
+    let (username, credential) = server_minted(&["test-secret"], "device-1").await;
 
     coturn.assert_relays(&username, &credential).await;
 }
@@ -253,8 +350,8 @@ async fn credentials_signed_with_the_old_secret_work_while_both_are_configured()
     // Mid-rotation: coturn got one --static-auth-secret per secret, signalpost has
     // TURN_SECRET=new,old and signs with the new one.
     let coturn = Coturn::start(&["new-secret", "old-secret"], LoopbackPeers::Allowed).await;
-    let minted_before_rotation = mint(&["old-secret"], "device-1", SystemTime::now());
-    let minted_after_rotation = mint(&["new-secret", "old-secret"], "device-2", SystemTime::now());
+    let minted_before_rotation = server_minted(&["old-secret"], "device-1").await;
+    let minted_after_rotation = server_minted(&["new-secret", "old-secret"], "device-2").await;
     let minted_with_a_retired_secret = mint(&["retired-secret"], "device-3", SystemTime::now());
 
     coturn
@@ -288,7 +385,8 @@ async fn shipped_config_denies_relaying_to_loopback_peers() {
     assert!(
         run.stdout.contains("403 (Forbidden IP)")
             && !run.stdout.contains("Cannot complete Allocation"),
-        "expected the allocation to succeed and the loopback peer to be refused:\n{}",
-        run.stdout
+        "expected the allocation to succeed and the loopback peer to be refused:\n{}\ncoturn said:\n{}",
+        run.stdout,
+        read_lossy(&coturn.log)
     );
 }
