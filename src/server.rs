@@ -43,7 +43,8 @@ pub struct Server {
     state: AppState,
     shutdown: CancellationToken,
     http: JoinHandle<()>,
-    sweeper: Option<JoinHandle<()>>,
+    /// The sweeper and the WAL checkpointer, which stop with the server.
+    background: Vec<JoinHandle<()>>,
 }
 
 impl Server {
@@ -78,14 +79,18 @@ impl Server {
             limits: limits.clone(),
             metrics: metrics.clone(),
         });
-        let sweeper = store.clone().map(|store| {
-            tokio::spawn(sweeper::run(
-                store,
-                config.sweep_interval(),
-                shutdown.clone(),
-                metrics.clone(),
-            ))
-        });
+        let background = match &store {
+            Some(store) => vec![
+                tokio::spawn(sweeper::run(
+                    store.clone(),
+                    config.sweep_interval(),
+                    shutdown.clone(),
+                    metrics.clone(),
+                )),
+                tokio::spawn(crate::db::run_checkpoints(store.clone(), shutdown.clone())),
+            ],
+            None => Vec::new(),
+        };
         let state = AppState::new(config, store, signaling, limits);
         let routes = api::routes(state.clone());
         let stop = shutdown.clone();
@@ -101,7 +106,7 @@ impl Server {
             state,
             shutdown,
             http,
-            sweeper,
+            background,
         })
     }
 
@@ -134,8 +139,8 @@ impl Server {
         if tokio::time::timeout(grace, self.http).await.is_err() {
             log::warn!("in-flight requests still running after {grace:?}; exiting anyway");
         }
-        if let Some(sweeper) = self.sweeper {
-            let _ = sweeper.await;
+        for task in self.background {
+            let _ = task.await;
         }
         log::info!("stopped");
     }

@@ -32,6 +32,7 @@ use crate::limits::client::ClientKey;
 use crate::limits::origin::AllowedOrigins;
 use crate::signaling::upgrade::{self, UpgradeError};
 use crate::state::AppState;
+use crate::telemetry::Refusal;
 
 /// The `GET /` answer that health probes look for.
 pub const ROOT_MESSAGE: &str = "signalpost signaling server active";
@@ -114,15 +115,18 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
 /// Counts every `/api/` request against its client's REST rate.
 fn rest_rate_limit(state: AppState) -> impl Filter<Extract = (), Error = Rejection> + Clone {
     let limits = state.limits().clone();
+    let metrics = state.metrics().clone();
     warp::path::full()
         .and(client_key(limits.clone()))
         .and_then(move |path: warp::path::FullPath, key: ClientKey| {
             let limits = limits.clone();
+            let metrics = metrics.clone();
             async move {
                 if !path.as_str().starts_with("/api/") {
                     return Err(warp::reject::not_found());
                 }
                 limits.rest.check(key).map_err(|wait| {
+                    metrics.refused(Refusal::Rate);
                     log::info!("rate limited: {key} (REST)");
                     warp::reject::custom(ApiError::TooManyRequests(wait))
                 })
@@ -173,15 +177,18 @@ fn websocket(
     if let (Some(allowed), Some(origin)) = (&state.config().allowed_origins, origin)
         && !allowed.allows(origin)
     {
+        state.metrics().refused(Refusal::Origin);
         log::info!("websocket refused: origin not allowed ({key})");
         return Err(ApiError::OriginNotAllowed);
     }
     let limits = state.limits();
     limits.upgrades.check(key).map_err(|wait| {
+        state.metrics().refused(Refusal::Rate);
         log::info!("rate limited: {key} (WebSocket upgrades)");
         ApiError::TooManyRequests(wait)
     })?;
     let slot = limits.connections.acquire(key).map_err(|refused| {
+        state.metrics().refused(Refusal::Rate);
         log::info!("websocket refused: {refused:?} connection limit ({key})");
         match refused {
             crate::limits::slots::SlotRefused::PerClient => {

@@ -20,7 +20,7 @@ use crate::protocol::rest::{
     self, AcceptCode, CheckCode, CreatePending, CreatedBody, DeletedBody, Object, PurgedBody,
     RoomBody, RoomIdBody,
 };
-use crate::telemetry::PairingOutcome;
+use crate::telemetry::{PairingOutcome, Refusal};
 
 /// What the pairing handlers share.
 #[derive(Clone)]
@@ -38,10 +38,13 @@ pub struct Pairing {
 impl Pairing {
     /// Refuses a client locked out for guessing codes.
     fn check_guesses(&self, key: ClientKey) -> Result<(), ApiError> {
-        self.limits
-            .guesses
-            .check(key)
-            .map_err(ApiError::TooManyRequests)
+        self.limits.guesses.check(key).map_err(|wait| {
+            let metrics = &self.signaling.metrics;
+            metrics.pairing(PairingOutcome::RateLimited);
+            metrics.refused(Refusal::Rate);
+            log::debug!("join-code guess refused: {key} is locked out");
+            ApiError::TooManyRequests(wait)
+        })
     }
 
     /// Counts a 404 of accept or check as a failed guess.

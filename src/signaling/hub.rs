@@ -15,8 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use super::queue;
 
 use crate::ids::{ClientId, DeviceId, RoomId};
 use crate::protocol::ws::{self, Relay, ServerMessage};
@@ -37,10 +36,9 @@ pub enum Outbound {
 
 /// A session's end of the hub: its queue, and the signal that it must go.
 pub struct Mailbox {
-    /// Messages for this session, in order.
-    pub rx: mpsc::Receiver<Outbound>,
-    /// Cancelled when the session could not keep up and must disconnect (close 1008).
-    pub kicked: CancellationToken,
+    /// Messages for this session, in order; kicked when the session could not keep up and must
+    /// disconnect (close 1008).
+    pub rx: queue::Receiver<Outbound>,
 }
 
 /// What `join` did.
@@ -80,8 +78,7 @@ pub struct HubCounts {
 }
 
 struct Member {
-    outbox: mpsc::Sender<Outbound>,
-    kicked: CancellationToken,
+    outbox: queue::Sender<Outbound>,
     room: Option<RoomId>,
     device: Option<DeviceId>,
 }
@@ -91,9 +88,9 @@ impl Member {
     fn deliver(&self, message: Outbound) {
         match self.outbox.try_send(message) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => self.kicked.cancel(),
+            Err(queue::TrySendError::Full) => self.outbox.kick(),
             // The session is ending and will unregister itself.
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(queue::TrySendError::Closed) => {}
         }
     }
 
@@ -150,13 +147,11 @@ impl Hub {
         }
     }
 
-    /// Registers a new session with a queue of `queue` messages.
-    pub fn connect(&self, queue: usize) -> (ClientId, Mailbox) {
-        let (tx, rx) = mpsc::channel(queue.max(1));
-        let kicked = CancellationToken::new();
+    /// Registers a new session with a queue of `capacity` messages.
+    pub fn connect(&self, capacity: usize) -> (ClientId, Mailbox) {
+        let (tx, rx) = queue::channel(capacity);
         let member = Member {
             outbox: tx,
-            kicked: kicked.clone(),
             room: None,
             device: None,
         };
@@ -166,7 +161,7 @@ impl Hub {
             id = ClientId::generate();
         }
         state.members.insert(id, member);
-        (id, Mailbox { rx, kicked })
+        (id, Mailbox { rx })
     }
 
     /// Puts `client` in `room`, leaving its previous room first, and tells everyone concerned.
@@ -523,11 +518,11 @@ mod tests {
         let ClientMessage::Relay(relay) = ClientMessage::parse(text).unwrap() else {
             panic!()
         };
-        assert!(!mb.kicked.is_cancelled());
+        assert!(!mb.rx.is_kicked());
         for _ in 0..4 {
             hub.relay(a, &relay).unwrap();
         }
-        assert!(mb.kicked.is_cancelled());
+        assert!(mb.rx.is_kicked());
     }
 
     #[test]

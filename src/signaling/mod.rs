@@ -2,9 +2,11 @@
 //!
 //! - [`hub`]: room membership and relay, the interface every session and the REST API go through.
 //! - [`session`]: one task per connection.
+//! - [`queue`]: the bounded per-session queue of outgoing messages.
 //! - [`upgrade`]: the HTTP upgrade, done by hand so the WebSocket buffers can be sized.
 
 pub mod hub;
+pub mod queue;
 pub mod session;
 pub mod upgrade;
 

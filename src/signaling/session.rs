@@ -105,8 +105,17 @@ where
             code,
             reason: reason.into(),
         };
-        // Best effort: a client that does not read cannot take a close frame either.
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(Some(frame))).await;
+        // The closing handshake: send our close frame, then read (and discard) until the
+        // client's close or end of stream. Dropping the socket with unread input would make the
+        // kernel reset the connection, and the client might lose the close frame, code and all.
+        // Bounded, since a client that does not read cannot take a close frame either. Boxed,
+        // because the timer would otherwise sit in every idle session's state.
+        let handshake = async {
+            if ws.close(Some(frame)).await.is_ok() {
+                while let Some(Ok(_)) = ws.next().await {}
+            }
+        };
+        let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, handshake)).await;
     }
 }
 
@@ -163,7 +172,7 @@ impl Session<'_> {
                     let _ = self.write(ws, mailbox, bye).await;
                     Err(End::Shutdown)
                 }
-                _ = mailbox.kicked.cancelled() => Err(End::TooSlow),
+                _ = mailbox.rx.kicked() => Err(End::TooSlow),
                 out = mailbox.rx.recv() => match out {
                     Some(Outbound::Text(text)) => self.write(ws, mailbox, text).await,
                     Some(Outbound::Close(code, reason)) => Err(End::Closed(code, reason)),
@@ -173,7 +182,9 @@ impl Session<'_> {
                 frame = ws.next() => {
                     last_seen = Instant::now();
                     match frame {
-                        Some(Ok(message)) => self.on_frame(ws, mailbox, message).await,
+                        // Boxed: handling a message (a database lookup on join) needs far more state than
+                        // waiting does, and only for a moment; inline, every idle session would carry it.
+                        Some(Ok(message)) => Box::pin(self.on_frame(ws, mailbox, message)).await,
                         Some(Err(WsError::Capacity(_))) => Err(End::TooBig),
                         Some(Err(_)) | None => Err(End::ClientGone),
                     }
@@ -204,6 +215,7 @@ impl Session<'_> {
         if matches!(message, Message::Text(_) | Message::Binary(_)) {
             let rate = self.signaling.limits.messages;
             if self.bucket.take(rate, std::time::Instant::now()).is_err() {
+                self.signaling.metrics.refused(Refusal::Rate);
                 self.strikes += 1;
                 if self.strikes > MAX_RATE_STRIKES {
                     log::info!("session {} closed: over its message rate", self.client);
@@ -309,7 +321,7 @@ impl Session<'_> {
     {
         tokio::select! {
             sent = ws.send(frame) => sent.map_err(|_| End::ClientGone),
-            _ = mailbox.kicked.cancelled() => Err(End::TooSlow),
+            _ = mailbox.rx.kicked() => Err(End::TooSlow),
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::limits::slots::Slot;
 
 /// Bytes read from the socket at a time. Signaling frames are small; a larger frame takes a few
 /// reads instead of a larger buffer held by every idle connection.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+const READ_BUFFER_BYTES: usize = 512;
 
 /// Bytes gathered before a write is flushed; every message is flushed on its own anyway.
 const WRITE_BUFFER_BYTES: usize = 0;

@@ -1,0 +1,193 @@
+//! The bounded queue of messages waiting for one session's socket.
+//!
+//! A purpose-built single-producer, single-consumer queue rather than `tokio::sync::mpsc`: the
+//! tokio channel allocates its slots in blocks of 32 up front (over 1 KiB per connection before
+//! any backlog exists), while an idle signaling connection almost never has a message waiting.
+//! This one holds a `VecDeque` that is empty, and unallocated, at rest.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+/// Capacity kept after a burst drains; anything larger is released.
+const RETAINED_CAPACITY: usize = 4;
+
+struct Shared<T> {
+    state: Mutex<State<T>>,
+    ready: Notify,
+    capacity: usize,
+    /// Set when the receiver must give up (it could not keep up); see [`Sender::kick`].
+    kicked: AtomicBool,
+    kick: Notify,
+}
+
+struct State<T> {
+    items: VecDeque<T>,
+    closed: bool,
+}
+
+/// The hub's end.
+pub struct Sender<T>(Arc<Shared<T>>);
+
+/// The session's end.
+pub struct Receiver<T>(Arc<Shared<T>>);
+
+/// Why a message was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrySendError {
+    /// The queue holds its capacity.
+    Full,
+    /// The receiver is gone.
+    Closed,
+}
+
+/// Nothing is waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Empty;
+
+/// A queue of at most `capacity` messages.
+pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            items: VecDeque::new(),
+            closed: false,
+        }),
+        ready: Notify::new(),
+        capacity: capacity.max(1),
+        kicked: AtomicBool::new(false),
+        kick: Notify::new(),
+    });
+    (Sender(shared.clone()), Receiver(shared))
+}
+
+impl<T> Sender<T> {
+    /// Queues `item` unless the queue is full or closed. Never waits.
+    pub fn try_send(&self, item: T) -> Result<(), TrySendError> {
+        {
+            let mut state = self.0.state.lock().unwrap();
+            if state.closed {
+                return Err(TrySendError::Closed);
+            }
+            if state.items.len() >= self.0.capacity {
+                return Err(TrySendError::Full);
+            }
+            state.items.push_back(item);
+        }
+        // A permit is stored if the receiver is not waiting yet, so no wake-up is lost.
+        self.0.ready.notify_one();
+        Ok(())
+    }
+}
+
+impl<T> Sender<T> {
+    /// Tells the receiver to give up: [`Receiver::kicked`] completes from now on.
+    pub fn kick(&self) {
+        self.0.kicked.store(true, Ordering::Release);
+        self.0.kick.notify_one();
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        self.0.state.lock().unwrap().closed = true;
+        self.0.ready.notify_one();
+    }
+}
+
+impl<T> Receiver<T> {
+    /// The next message; `None` once the sender is gone and the queue is drained.
+    pub async fn recv(&self) -> Option<T> {
+        loop {
+            match self.try_recv() {
+                Ok(item) => return Some(item),
+                Err(Empty) if self.0.state.lock().unwrap().closed => return None,
+                Err(Empty) => self.0.ready.notified().await,
+            }
+        }
+    }
+
+    /// Completes once the sender has called [`Sender::kick`] (at once if it already has).
+    pub async fn kicked(&self) {
+        // The flag, not the notification, is the truth: a wake-up consumed by a dropped future
+        // cannot make a later call miss the kick.
+        while !self.is_kicked() {
+            self.0.kick.notified().await;
+        }
+    }
+
+    /// Whether the sender has called [`Sender::kick`].
+    pub fn is_kicked(&self) -> bool {
+        self.0.kicked.load(Ordering::Acquire)
+    }
+
+    /// The next message if one is waiting.
+    pub fn try_recv(&self) -> Result<T, Empty> {
+        let mut state = self.0.state.lock().unwrap();
+        let item = state.items.pop_front().ok_or(Empty)?;
+        if state.items.is_empty() && state.items.capacity() > RETAINED_CAPACITY {
+            state.items.shrink_to(RETAINED_CAPACITY);
+        }
+        Ok(item)
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        self.0.state.lock().unwrap().closed = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_refuses_and_a_closed_one_says_so() {
+        let (tx, rx) = channel(2);
+        tx.try_send(1).unwrap();
+        tx.try_send(2).unwrap();
+        assert_eq!(tx.try_send(3), Err(TrySendError::Full));
+        assert_eq!(rx.try_recv(), Ok(1));
+        tx.try_send(3).unwrap();
+        drop(rx);
+        assert_eq!(tx.try_send(4), Err(TrySendError::Closed));
+    }
+
+    #[tokio::test]
+    async fn recv_waits_for_a_message_and_ends_when_the_sender_goes() {
+        let (tx, rx) = channel(4);
+        let waiter = tokio::spawn(async move {
+            let first = rx.recv().await;
+            let second = rx.recv().await;
+            let end = rx.recv().await;
+            (first, second, end)
+        });
+        tokio::task::yield_now().await;
+        tx.try_send("a").unwrap();
+        tx.try_send("b").unwrap();
+        drop(tx);
+        assert_eq!(waiter.await.unwrap(), (Some("a"), Some("b"), None));
+    }
+
+    #[tokio::test]
+    async fn a_kick_is_seen_whether_or_not_the_receiver_was_waiting() {
+        let (tx, rx) = channel::<()>(1);
+        assert!(!rx.is_kicked());
+        tx.kick();
+        rx.kicked().await;
+        rx.kicked().await;
+        assert!(rx.is_kicked());
+    }
+
+    #[test]
+    fn a_drained_queue_gives_its_memory_back() {
+        let (tx, rx) = channel(1000);
+        for i in 0..500 {
+            tx.try_send(i).unwrap();
+        }
+        while rx.try_recv().is_ok() {}
+        assert!(rx.0.state.lock().unwrap().items.capacity() <= RETAINED_CAPACITY);
+    }
+}
