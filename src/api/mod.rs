@@ -5,6 +5,7 @@
 //! - [`admin`]: bearer-token operator endpoints.
 //! - [`ops`]: health, stats, Prometheus metrics and the recent log lines.
 //! - [`turn`]: short-lived TURN credentials.
+//! - [`web`]: the embedded browser client and demo page.
 //! - [`body`]: bounded JSON bodies.
 //! - [`error`]: [`ApiError`] and the one mapping of errors to status codes.
 
@@ -14,6 +15,7 @@ pub mod error;
 pub mod ops;
 pub mod pairing;
 pub mod turn;
+pub mod web;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -84,6 +86,8 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .or(root_and_websocket(state.clone()))
         .unify()
         .or(admin::rooms(state.clone()))
+        .unify()
+        .or(web::routes())
         .unify()
         .or(ops::routes(state.clone()))
         .unify()

@@ -221,3 +221,88 @@ fn use_sqlite_false_in_the_environment_turns_the_pairing_api_off() {
         assert!(!db.exists());
     }
 }
+
+/// Blocking POST of a JSON body; returns the status line's code and the body.
+fn blocking_post(addr: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out[9..12].parse().unwrap();
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    (status, body)
+}
+
+#[test]
+fn pairings_acknowledged_before_a_sigkill_survive_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    let env = [
+        ("SQLITE_DB_PATH", db.to_str().unwrap()),
+        ("REST_BURST", "100000"),
+        ("REST_RATE_PER_MIN", "100000"),
+    ];
+    let (mut child, addr) = start_binary(&env);
+    // Pair from several threads at once, so commits interleave as they do under load.
+    let acknowledged: Vec<String> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..8)
+            .map(|w| {
+                let addr = addr.clone();
+                scope.spawn(move || {
+                    let mut rooms = Vec::new();
+                    for i in 0..40 {
+                        let (status, body) = blocking_post(
+                            &addr,
+                            "/api/rooms",
+                            &format!(r#"{{"client1":"a{w}-{i}","expiresInSeconds":600}}"#),
+                        );
+                        assert_eq!(status, 201, "{body}");
+                        let code: serde_json::Value = serde_json::from_str(&body).unwrap();
+                        let (status, body) = blocking_post(
+                            &addr,
+                            "/api/rooms/accept",
+                            &format!(
+                                r#"{{"joinid":"{}","client2":"b{w}-{i}"}}"#,
+                                code["joinid"].as_str().unwrap()
+                            ),
+                        );
+                        assert_eq!(status, 200, "{body}");
+                        let room: serde_json::Value = serde_json::from_str(&body).unwrap();
+                        rooms.push(room["roomid"].as_str().unwrap().to_owned());
+                    }
+                    rooms
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    // No graceful shutdown: the process dies mid-flight, as in a crash or an OOM kill.
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let (mut child, addr) = start_binary(&env);
+    let missing: Vec<&String> = acknowledged
+        .iter()
+        .filter(|roomid| {
+            let reply = reqwest::blocking_get(&format!("http://{addr}/api/rooms?roomid={roomid}"));
+            !reply.starts_with("HTTP/1.1 200")
+        })
+        .collect();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(acknowledged.len(), 320);
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged pairings lost: {missing:?}",
+        missing.len()
+    );
+}

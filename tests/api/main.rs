@@ -14,3 +14,4 @@ mod pairing;
 mod signaling;
 mod turn;
 mod turn_coturn;
+mod web;
