@@ -8,9 +8,12 @@
 //! - [`config`]: every option, as environment variable and flag.
 //! - [`ids`]: identifiers parsed once at the edge (`JoinCode`, `RoomId`, `DeviceId`, `ClientId`).
 //! - [`protocol`]: wire types of the REST API and the WebSocket messages; no transport here.
-//! - [`db`]: the SQLite store (pool, migrations from `sql/`, transactions).
+//! - [`db`]: the SQLite store (read pool, one writer, migrations from `sql/`, transactions).
 //! - [`api`]: HTTP routes, bounded bodies, and the single error-to-status mapping.
 //! - [`signaling`]: the WebSocket upgrade, per-connection sessions, and the room hub.
+//! - [`limits`]: client addresses behind proxies, rate limits, guess lock-outs, origins.
+//! - [`turn`]: short-lived TURN credentials (the TURN REST API scheme).
+//! - [`state`]: what request handlers share.
 //! - [`sweeper`]: periodic removal of expired codes.
 //! - [`telemetry`]: Prometheus metrics, logging (text, JSON, the `/logs` ring), room stories.
 //! - [`server`]: start on a bound listener, graceful shutdown; [`shutdown`]: process signals.
