@@ -14,10 +14,12 @@ cargo build --release --quiet -p signalpost
 work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 # Limits off the way, so the run measures behaviour rather than rate limiting; the admin token is
-# set so /rooms is live and schemathesis exercises its 401s.
+# set so /rooms is live; TURN is configured, because without it the credentials route answers
+# 501 by contract, which the "no 5xx" check would count.
 HOST=127.0.0.1 PORT="$port" SQLITE_DB_PATH="$work/st.db" RUST_LOG=warn \
   REST_RATE_PER_MIN=100000000 REST_BURST=100000000 GUESS_LIMIT=100000000 \
   WS_UPGRADE_RATE_PER_MIN=100000000 ADMIN_TOKEN=schemathesis-admin \
+  TURN_SECRET=schemathesis-turn TURN_URLS=turn:127.0.0.1:3478 STUN_URLS=stun:127.0.0.1:3478 \
   ./target/release/signalpost 2>"$work/server.log" &
 server=$!
 trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$work"' EXIT

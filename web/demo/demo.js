@@ -27,6 +27,7 @@ const ui = {
   restartBtn: /** @type {HTMLButtonElement} */ ($("restart-btn")),
   pairOptions: $("pair-options"),
   paired: $("paired"),
+  pairedText: $("paired-text"),
   codeBox: $("code-box"),
   code: $("code"),
   countdown: $("countdown"),
@@ -406,6 +407,7 @@ function peerGone(message) {
   setStep("ice", "");
   setState("peer-disconnected");
   setStatus("Waiting for the other device to come back, or pair again.");
+  ui.pairedText.textContent = "The other device is gone.";
   showNotice(message);
   ui.route.hidden = true;
 }
@@ -426,6 +428,7 @@ function setupChannel(ch) {
     hideNotice();
     clearError();
     setChatEnabled(true);
+    ui.pairedText.textContent = "Paired with the other device.";
     setStatus("Connected.");
     const route = await describeRoute();
     if (route && channel === ch) {
