@@ -7,11 +7,12 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use r2d2::Pool;
 use r2d2_sqlite::SqliteConnectionManager;
+use tokio::sync::{mpsc, oneshot};
+
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::ids::{DeviceId, JoinCode, RoomId};
@@ -46,6 +47,9 @@ pub enum StoreError {
     /// Creating the database's directory failed.
     #[error("database directory: {0}")]
     Io(#[from] std::io::Error),
+    /// The writer thread is gone (it panicked); no write can be made.
+    #[error("the database writer thread has stopped")]
+    WriterGone,
     /// The blocking task running the query panicked or was cancelled.
     #[error("blocking task: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -132,16 +136,22 @@ pub struct Swept {
 
 /// Handle to the database; cheap to clone.
 ///
-/// Reads go through a pool; every write goes through one dedicated connection behind a mutex.
-/// SQLite admits one writer at a time anyway, and when several connections race for the write
-/// lock the losers sleep in SQLite's busy handler (milliseconds each), which is what made the
-/// write latency tail long under load. Queueing writers on a mutex instead wakes each as soon as
-/// the previous commit is done.
+/// Reads go through a pool on tokio's blocking threads; every write goes to one dedicated writer
+/// thread that owns the only writing connection and runs writes one after another. SQLite admits
+/// one writer at a time anyway: when several connections race for the write lock, the losers
+/// sleep in SQLite's busy handler (milliseconds each), and when blocking threads queue on a mutex
+/// instead, every hand-over is a thread wake-up. A single thread fed by a queue does neither.
 #[derive(Clone)]
 pub struct Store {
     pool: Pool<SqliteConnectionManager>,
-    writer: Arc<Mutex<Connection>>,
+    writes: mpsc::Sender<WriteJob>,
 }
+
+/// A write for the writer thread: runs with its connection, answers through its own channel.
+type WriteJob = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// Writes that may wait for the writer thread before callers wait to enqueue (backpressure).
+const WRITE_QUEUE: usize = 1024;
 
 impl Store {
     /// Opens (creating if needed) the database file and applies pending migrations.
@@ -166,10 +176,11 @@ impl Store {
         // [`Store::checkpoint`] does it off the request path instead.
         writer.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
         embedded::migrations::runner().run(&mut writer)?;
-        Ok(Self {
-            pool,
-            writer: Arc::new(Mutex::new(writer)),
-        })
+        let (writes, jobs) = mpsc::channel::<WriteJob>(WRITE_QUEUE);
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || run_writer(writer, jobs))?;
+        Ok(Self { pool, writes })
     }
 
     /// Copies committed WAL frames into the database file without blocking readers or the
@@ -182,22 +193,22 @@ impl Store {
         .await
     }
 
-    /// Runs `f` with the writer connection on the blocking pool.
+    /// Runs `f` on the writer thread and waits for its answer.
     async fn with_writer<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let writer = self.writer.clone();
-        tokio::task::spawn_blocking(move || {
-            // A panic while holding the lock cannot leave SQLite half-written (an open
-            // transaction is rolled back on drop), so a poisoned lock is still usable.
-            let mut conn = writer
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            f(&mut conn)
-        })
-        .await?
+        let (answer, answered) = oneshot::channel();
+        let job: WriteJob = Box::new(move |conn| {
+            // The caller may have given up (a timed-out health check); nothing to do then.
+            let _ = answer.send(f(conn));
+        });
+        self.writes
+            .send(job)
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        answered.await.map_err(|_| StoreError::WriterGone)?
     }
 
     /// Runs `f` with a pooled connection on the blocking pool.
@@ -442,6 +453,19 @@ impl Store {
         })
         .await
     }
+}
+
+/// The writer thread: runs write jobs in arrival order until every [`Store`] is dropped.
+fn run_writer(mut conn: Connection, mut jobs: mpsc::Receiver<WriteJob>) {
+    while let Some(job) = jobs.blocking_recv() {
+        // A panicking write must not take every later write down with the thread. Its open
+        // transaction, if any, was rolled back as the panic unwound through it.
+        let run = std::panic::AssertUnwindSafe(|| job(&mut conn));
+        if std::panic::catch_unwind(run).is_err() {
+            log::error!("a database write panicked; it was rolled back");
+        }
+    }
+    log::debug!("sqlite writer stopped");
 }
 
 /// How often the WAL is checkpointed. Frequent enough that the WAL stays a few MiB at thousands

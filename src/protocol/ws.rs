@@ -165,6 +165,10 @@ fn raw_str(raw: &RawValue) -> Option<String> {
     serde_json::from_str::<String>(raw.get()).ok()
 }
 
+fn is_json_but_not_an_object(text: &str) -> bool {
+    serde_json::from_str::<&RawValue>(text).is_ok_and(|v| !v.get().starts_with('{'))
+}
+
 fn is_null(raw: &RawValue) -> bool {
     raw.get() == "null"
 }
@@ -172,12 +176,12 @@ fn is_null(raw: &RawValue) -> bool {
 impl<'a> ClientMessage<'a> {
     /// Parses one text frame.
     pub fn parse(text: &'a str) -> Result<Self, ParseError> {
-        let value: &RawValue = serde_json::from_str(text).map_err(|_| ParseError::InvalidJson)?;
-        // Valid JSON that is not an object has no type, like a JavaScript server reading `.type`.
-        let envelope: Envelope<'a> = if value.get().trim_start().starts_with('{') {
-            serde_json::from_str(text).map_err(|_| ParseError::InvalidJson)?
-        } else {
-            Envelope::default()
+        // One pass for the usual case, an object. Valid JSON that is not an object has no type,
+        // like a JavaScript server reading `.type`; anything else is not JSON.
+        let envelope: Envelope<'a> = match serde_json::from_str(text) {
+            Ok(envelope) => envelope,
+            Err(_) if is_json_but_not_an_object(text) => Envelope::default(),
+            Err(_) => return Err(ParseError::InvalidJson),
         };
         let kind = match envelope.kind {
             None => return Err(ParseError::UnknownType("undefined".into())),

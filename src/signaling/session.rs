@@ -164,15 +164,20 @@ impl Session<'_> {
         );
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut last_seen = Instant::now();
+        // Made once, not per turn of the loop: registering with the server-wide shutdown token
+        // and deregistering again for every message would serialise all sessions on its lock.
+        let stopping = shutdown.cancelled();
+        let kicked = mailbox.rx.kicked();
+        tokio::pin!(stopping, kicked);
         loop {
             let step = tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => {
+                _ = &mut stopping => {
                     let bye = ServerMessage::ServerShutdown.to_json();
                     let _ = self.write(ws, mailbox, bye).await;
                     Err(End::Shutdown)
                 }
-                _ = mailbox.rx.kicked() => Err(End::TooSlow),
+                _ = &mut kicked => Err(End::TooSlow),
                 out = mailbox.rx.recv() => match out {
                     Some(Outbound::Text(text)) => self.write(ws, mailbox, text).await,
                     Some(Outbound::Close(code, reason)) => Err(End::Closed(code, reason)),
