@@ -124,9 +124,10 @@ impl Server {
     /// in-flight requests, and waits up to the configured grace period for sessions to end.
     pub async fn shutdown(self) {
         log::info!("shutting down");
-        // Before the sessions end: their rooms' stories say `shutdown`, not `disconnected`.
-        self.state.signaling().hub.shut_down_rooms();
+        // Cancelled first, so a session that registers from now on sees it at once; then every
+        // registered session is told through its queue (rooms' stories say `shutdown`).
         self.shutdown.cancel();
+        self.state.signaling().hub.shut_down();
         let sessions = &self.state.signaling().sessions;
         sessions.close();
         let grace = self.state.config().shutdown_grace();

@@ -32,6 +32,8 @@ pub enum Outbound {
     Text(String),
     /// Close the connection with this code and reason.
     Close(u16, &'static str),
+    /// The server is stopping: send `server_shutdown` and close with 1001.
+    Shutdown,
 }
 
 /// A session's end of the hub: its queue, and the signal that it must go.
@@ -311,11 +313,15 @@ impl Hub {
         r.members.len()
     }
 
-    /// Ends every open room with the story `shutdown`, and every room that ends from now on
-    /// too. Members are not told: their sessions are about to get `server_shutdown`.
-    pub fn shut_down_rooms(&self) {
+    /// Ends every open room with the story `shutdown` (and every room that ends from now on
+    /// too), and tells every session to say `server_shutdown` and close. Members are not told
+    /// about their rooms: the shutdown says it all.
+    pub fn shut_down(&self) {
         let mut state = self.state.lock().unwrap();
         state.shutting_down = true;
+        for member in state.members.values() {
+            member.deliver(Outbound::Shutdown);
+        }
         let now = Instant::now();
         let rooms: Vec<(RoomId, Room)> = state.rooms.drain().collect();
         let mut stories = std::mem::take(&mut state.ended);
@@ -468,6 +474,7 @@ mod tests {
         match mailbox.rx.try_recv().expect("a message") {
             Outbound::Text(t) => serde_json::from_str(&t).unwrap(),
             Outbound::Close(code, _) => serde_json::json!({ "close": code }),
+            Outbound::Shutdown => serde_json::json!({ "shutdown": true }),
         }
     }
 
@@ -565,7 +572,7 @@ mod tests {
         hub.disconnect(id(1));
         assert_eq!(hub.close_room(&room("deleted")), 1);
         assert_eq!(hub.close_device(&device), 1);
-        hub.shut_down_rooms();
+        hub.shut_down();
         // A session ending after shutdown began ends no second story.
         hub.disconnect(id(4));
         let text = metrics.render(&Default::default());

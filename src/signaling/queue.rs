@@ -20,7 +20,6 @@ struct Shared<T> {
     capacity: usize,
     /// Set when the receiver must give up (it could not keep up); see [`Sender::kick`].
     kicked: AtomicBool,
-    kick: Notify,
 }
 
 struct State<T> {
@@ -43,6 +42,17 @@ pub enum TrySendError {
     Closed,
 }
 
+/// What [`Receiver::next`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event<T> {
+    /// The sender kicked the receiver out.
+    Kicked,
+    /// The next message.
+    Item(T),
+    /// The sender is gone and nothing is left.
+    Closed,
+}
+
 /// Nothing is waiting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Empty;
@@ -57,7 +67,6 @@ pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
         ready: Notify::new(),
         capacity: capacity.max(1),
         kicked: AtomicBool::new(false),
-        kick: Notify::new(),
     });
     (Sender(shared.clone()), Receiver(shared))
 }
@@ -82,10 +91,11 @@ impl<T> Sender<T> {
 }
 
 impl<T> Sender<T> {
-    /// Tells the receiver to give up: [`Receiver::kicked`] completes from now on.
+    /// Tells the receiver to give up: [`Receiver::next`] answers [`Event::Kicked`] from now on,
+    /// ahead of anything still queued, and [`Receiver::kicked`] completes.
     pub fn kick(&self) {
         self.0.kicked.store(true, Ordering::Release);
-        self.0.kick.notify_one();
+        self.0.ready.notify_one();
     }
 }
 
@@ -97,12 +107,18 @@ impl<T> Drop for Sender<T> {
 }
 
 impl<T> Receiver<T> {
-    /// The next message; `None` once the sender is gone and the queue is drained.
-    pub async fn recv(&self) -> Option<T> {
+    /// What happens next: a kick, a message, or the end of the queue. One future for all three,
+    /// so a waiting session holds one registration, not one per kind of event.
+    pub async fn next(&self) -> Event<T> {
         loop {
+            // State first, then wait: a wake-up taken by another of this task's futures is
+            // harmless, because nothing is decided from the wake-up itself.
+            if self.is_kicked() {
+                return Event::Kicked;
+            }
             match self.try_recv() {
-                Ok(item) => return Some(item),
-                Err(Empty) if self.0.state.lock().unwrap().closed => return None,
+                Ok(item) => return Event::Item(item),
+                Err(Empty) if self.0.state.lock().unwrap().closed => return Event::Closed,
                 Err(Empty) => self.0.ready.notified().await,
             }
         }
@@ -110,10 +126,8 @@ impl<T> Receiver<T> {
 
     /// Completes once the sender has called [`Sender::kick`] (at once if it already has).
     pub async fn kicked(&self) {
-        // The flag, not the notification, is the truth: a wake-up consumed by a dropped future
-        // cannot make a later call miss the kick.
         while !self.is_kicked() {
-            self.0.kick.notified().await;
+            self.0.ready.notified().await;
         }
     }
 
@@ -159,24 +173,29 @@ mod tests {
     async fn recv_waits_for_a_message_and_ends_when_the_sender_goes() {
         let (tx, rx) = channel(4);
         let waiter = tokio::spawn(async move {
-            let first = rx.recv().await;
-            let second = rx.recv().await;
-            let end = rx.recv().await;
+            let first = rx.next().await;
+            let second = rx.next().await;
+            let end = rx.next().await;
             (first, second, end)
         });
         tokio::task::yield_now().await;
         tx.try_send("a").unwrap();
         tx.try_send("b").unwrap();
         drop(tx);
-        assert_eq!(waiter.await.unwrap(), (Some("a"), Some("b"), None));
+        assert_eq!(
+            waiter.await.unwrap(),
+            (Event::Item("a"), Event::Item("b"), Event::Closed)
+        );
     }
 
     #[tokio::test]
     async fn a_kick_is_seen_whether_or_not_the_receiver_was_waiting() {
-        let (tx, rx) = channel::<()>(1);
+        let (tx, rx) = channel::<u8>(4);
         assert!(!rx.is_kicked());
+        tx.try_send(1).unwrap();
         tx.kick();
-        rx.kicked().await;
+        // The kick goes ahead of what is still queued.
+        assert_eq!(rx.next().await, Event::Kicked);
         rx.kicked().await;
         assert!(rx.is_kicked());
     }

@@ -17,6 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::hub::{Mailbox, Outbound};
+use super::queue::Event;
 use super::{MAX_MESSAGE_BYTES, Signaling};
 use crate::db::StoreError;
 use crate::ids::{ClientId, DeviceId, RoomId};
@@ -164,25 +165,21 @@ impl Session<'_> {
         );
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut last_seen = Instant::now();
-        // Made once, not per turn of the loop: registering with the server-wide shutdown token
-        // and deregistering again for every message would serialise all sessions on its lock.
-        let stopping = shutdown.cancelled();
-        let kicked = mailbox.rx.kicked();
-        tokio::pin!(stopping, kicked);
+        // Shutdown arrives through the queue (see `Hub::shut_down`); a session that registered
+        // after that was broadcast sees the token instead.
+        if shutdown.is_cancelled() {
+            return Self::say_goodbye(self, ws, mailbox).await;
+        }
         loop {
             let step = tokio::select! {
                 biased;
-                _ = &mut stopping => {
-                    let bye = ServerMessage::ServerShutdown.to_json();
-                    let _ = self.write(ws, mailbox, bye).await;
-                    Err(End::Shutdown)
-                }
-                _ = &mut kicked => Err(End::TooSlow),
-                out = mailbox.rx.recv() => match out {
-                    Some(Outbound::Text(text)) => self.write(ws, mailbox, text).await,
-                    Some(Outbound::Close(code, reason)) => Err(End::Closed(code, reason)),
+                event = mailbox.rx.next() => match event {
+                    Event::Kicked => Err(End::TooSlow),
+                    Event::Item(Outbound::Text(text)) => self.write(ws, mailbox, text).await,
+                    Event::Item(Outbound::Close(code, reason)) => Err(End::Closed(code, reason)),
+                    Event::Item(Outbound::Shutdown) => Err(self.say_goodbye(ws, mailbox).await),
                     // The hub holds the sender until this session unregisters.
-                    None => Err(End::ClientGone),
+                    Event::Closed => Err(End::ClientGone),
                 },
                 frame = ws.next() => {
                     last_seen = Instant::now();
@@ -206,6 +203,16 @@ impl Session<'_> {
                 return end;
             }
         }
+    }
+
+    /// `server_shutdown`, before the 1001 close.
+    async fn say_goodbye<S>(&self, ws: &mut WebSocketStream<S>, mailbox: &Mailbox) -> End
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let bye = ServerMessage::ServerShutdown.to_json();
+        let _ = self.write(ws, mailbox, bye).await;
+        End::Shutdown
     }
 
     async fn on_frame<S>(

@@ -270,7 +270,6 @@ fn env_example_documents_every_server_option() {
     let missing: Vec<_> = read_by_server.difference(&documented).collect();
     assert!(missing.is_empty(), ".env.example lacks {missing:?}");
     // And nothing stale: everything listed is read by the server or its logger.
-    // TODO(lead): drop the TURN names from this list once src/config.rs reads them.
     let outside_config = ["RUST_LOG"];
     let unknown: Vec<_> = documented
         .iter()
