@@ -233,6 +233,19 @@ impl TestApp {
         }
     }
 
+    /// Makes a pending code expire a second ago (the same UTC day), straight in the database.
+    pub fn expire_code(&self, joinid: &str) {
+        let past = chrono::Utc::now().timestamp_millis() - 1000;
+        let changed = self
+            .db()
+            .execute(
+                "UPDATE pendings SET exp = ?1 WHERE joinid = ?2",
+                rusqlite::params![past, joinid],
+            )
+            .unwrap();
+        assert_eq!(changed, 1, "no pending code {joinid}");
+    }
+
     /// Opens the database file directly, as an operator would.
     pub fn db(&self) -> rusqlite::Connection {
         rusqlite::Connection::open(&self.db_path).unwrap()

@@ -41,13 +41,7 @@ async fn the_sweeper_deletes_expired_codes_and_keeps_live_ones() {
     let app = spawn_app_with(|c| c.sweep_interval_secs = 1).await;
     let live = app.create_code("devA").await;
     let dead = app.create_code("devB").await;
-    let past = chrono::Utc::now().timestamp_millis() - 1000;
-    app.db()
-        .execute(
-            "UPDATE pendings SET exp = ?1 WHERE joinid = ?2",
-            rusqlite::params![past, dead],
-        )
-        .unwrap();
+    app.expire_code(&dead);
     let started = Instant::now();
     loop {
         let left: Vec<String> = {

@@ -358,13 +358,7 @@ async fn refusals_and_close_codes_are_counted_by_reason() {
 async fn codes_that_expire_unaccepted_are_counted_as_expired() {
     let app = spawn_app_with(|c| c.sweep_interval_secs = 1).await;
     let dead = app.create_code("device-A").await;
-    let past = chrono::Utc::now().timestamp_millis() - 1000;
-    app.db()
-        .execute(
-            "UPDATE pendings SET exp = ?1 WHERE joinid = ?2",
-            rusqlite::params![past, dead],
-        )
-        .unwrap();
+    app.expire_code(&dead);
     let text = metrics_when(&app, |t| {
         sample(t, "signalpost_pairings_total{result=\"expired\"}") == 1.0
     })

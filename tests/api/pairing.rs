@@ -4,10 +4,6 @@ use serde_json::{Value, json};
 
 use crate::helpers::{spawn_app, spawn_app_with};
 
-fn millis_from_now(ms: i64) -> i64 {
-    chrono::Utc::now().timestamp_millis() + ms
-}
-
 // ---- 1. GET / ----
 
 #[tokio::test]
@@ -221,12 +217,7 @@ async fn a_live_joinid_is_a_conflict_and_an_expired_one_is_replaced() {
         (409, json!({"error": "conflict"}))
     );
 
-    app.db()
-        .execute(
-            "UPDATE pendings SET exp = ?1 WHERE joinid = 'taken'",
-            [millis_from_now(-1000)],
-        )
-        .unwrap();
+    app.expire_code("taken");
     assert_eq!(app.post_json("/api/rooms", &again).await.status, 201);
     let owner: String = app
         .db()
@@ -286,12 +277,7 @@ async fn accepting_an_unknown_or_expired_code_is_not_found() {
 
     let code = app.create_code("a").await;
     // Expired a moment ago, the same UTC day: must be treated as absent.
-    app.db()
-        .execute(
-            "UPDATE pendings SET exp = ?1 WHERE joinid = ?2",
-            rusqlite::params![millis_from_now(-1000), code],
-        )
-        .unwrap();
+    app.expire_code(&code);
     let reply = app
         .post_json(
             "/api/rooms/accept",
@@ -459,9 +445,7 @@ async fn check_by_another_client1_or_of_an_expired_code_is_not_found() {
         (reply.status, reply.error()),
         (404, "not_found_or_expired".into())
     );
-    app.db()
-        .execute("UPDATE pendings SET exp = ?1", [millis_from_now(-1)])
-        .unwrap();
+    app.expire_code(&code);
     let reply = app
         .post_json(
             "/api/rooms/check",
