@@ -332,3 +332,40 @@ impl WsClient {
         }
     }
 }
+
+/// Starts the real binary (loopback, a free port, `RUST_LOG=info`, then `env`) and reads its
+/// log until the line saying where it listens; returns the process and that line. The rest of
+/// the log is drained in the background so the server never blocks on a full pipe.
+pub fn start_binary_until_listening(env: &[(&str, &str)]) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_signalpost"))
+        .env("HOST", "127.0.0.1")
+        .env("PORT", "0")
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let line = loop {
+        let line = lines
+            .next()
+            .expect("server exited before listening")
+            .unwrap();
+        if line.contains("listening on ") {
+            break line;
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, line)
+}
+
+/// [`start_binary_until_listening`] with the default text log, returning the address it logged.
+pub fn start_binary(env: &[(&str, &str)]) -> (std::process::Child, String) {
+    let (child, line) = start_binary_until_listening(env);
+    let addr = line.split("listening on ").nth(1).unwrap_or_default();
+    (child, addr.trim().to_owned())
+}

@@ -1,12 +1,11 @@
 //! Start, restart, sweep and stop: the server's life around the API.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::helpers::{spawn_app_with, spawn_with_config, test_config};
+use crate::helpers::{spawn_app_with, spawn_with_config, start_binary, test_config};
 
 /// Upper bound for waiting on something the server does in the background (not a speed check).
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -88,33 +87,6 @@ async fn the_schema_has_the_documented_tables_and_indexes() {
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
     assert_eq!(journal, "wal");
-}
-
-/// Starts the real binary with `env`, returning it and the address it logged.
-fn start_binary(env: &[(&str, &str)]) -> (std::process::Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_signalpost"))
-        .env("HOST", "127.0.0.1")
-        .env("PORT", "0")
-        .env("RUST_LOG", "info")
-        .envs(env.iter().copied())
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("server exited before listening")
-            .unwrap();
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            break rest.trim().to_owned();
-        }
-    };
-    // Keep draining so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, addr)
 }
 
 #[test]

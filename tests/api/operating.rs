@@ -1,8 +1,6 @@
 //! Operating the server (issue 6): health, stats, Prometheus metrics, the log ring, JSON logs,
 //! and room stories.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -14,7 +12,9 @@ use signalpost::telemetry::logging::{self, LogFormat};
 use signalpost::telemetry::story::device_hash;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::helpers::{Reply, TestApp, WsClient, spawn_app, spawn_app_with};
+use crate::helpers::{
+    Reply, TestApp, WsClient, spawn_app, spawn_app_with, start_binary_until_listening,
+};
 
 /// Bound on waiting for something the server does asynchronously (a disconnect, a sweep).
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -528,24 +528,11 @@ async fn shutdown_tells_the_story_of_rooms_still_open() {
 #[test]
 fn log_format_json_makes_the_binary_write_one_json_object_per_line() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_signalpost"))
-        .env("HOST", "127.0.0.1")
-        .env("PORT", "0")
-        .env("RUST_LOG", "info")
-        .env("LOG_FORMAT", "json")
-        .env("SQLITE_DB_PATH", dir.path().join("chat.db"))
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let line = loop {
-        let line = lines.next().expect("exited before listening").unwrap();
-        if line.contains("listening on") {
-            break line;
-        }
-    };
+    let db = dir.path().join("chat.db");
+    let (mut child, line) = start_binary_until_listening(&[
+        ("LOG_FORMAT", "json"),
+        ("SQLITE_DB_PATH", db.to_str().unwrap()),
+    ]);
     child.kill().unwrap();
     child.wait().unwrap();
     let value: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
