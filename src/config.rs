@@ -64,6 +64,35 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub ws_send_queue: u64,
 
+    /// Bytes of messages that may wait for one slow client before it is disconnected (close
+    /// 1008): with the message bound, what one stalled reader can pin in server memory.
+    #[arg(long = "ws-send-queue-bytes", env = "WS_SEND_QUEUE_BYTES", default_value_t = 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(65_536..=1 << 30))]
+    pub ws_send_queue_bytes: u64,
+
+    /// Seconds one WebSocket write may take before the client is deemed not to read and is
+    /// disconnected (close 1008). Heartbeats and idle checks keep running meanwhile.
+    #[arg(long = "ws-write-timeout-secs", env = "WS_WRITE_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub ws_write_timeout_secs: u64,
+
+    /// Seconds a connection may take to send complete request headers (from its first byte, or
+    /// from being accepted) before it is closed: slow-header clients cannot hold sockets.
+    #[arg(long = "http-header-timeout-secs", env = "HTTP_HEADER_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_header_timeout_secs: u64,
+
+    /// Seconds an idle keep-alive connection is kept between requests.
+    #[arg(long = "http-keepalive-secs", env = "HTTP_KEEPALIVE_SECS", default_value_t = 75,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_keepalive_secs: u64,
+
+    /// Concurrent TCP connections in all (HTTP and upgraded WebSockets, every listener); a new
+    /// connection beyond it is closed at once.
+    #[arg(long = "max-connections", env = "MAX_CONNECTIONS", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
+
     /// Seconds to wait at shutdown for WebSocket sessions to close.
     #[arg(
         long = "shutdown-grace-secs",
@@ -172,6 +201,12 @@ pub struct Limits {
     #[arg(long = "ws-max-connections", env = "WS_MAX_CONNECTIONS", default_value_t = 100_000,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub ws_max_connections: u32,
+
+    /// Live join codes one client address may hold at once; creating more answers 429
+    /// `too_many_pending`, so a few addresses cannot fill the code space.
+    #[arg(long = "max-pending-per-client", env = "MAX_PENDING_PER_CLIENT", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_pending_per_client: u32,
 
     /// WebSocket messages per second per connection (sustained rate).
     #[arg(long = "ws-msg-rate-per-sec", env = "WS_MSG_RATE_PER_SEC", default_value_t = 50,
@@ -299,6 +334,19 @@ impl Config {
     /// How long failed guesses are remembered.
     pub fn guess_window(&self) -> Duration {
         Duration::from_secs(self.limits.guess_window_secs)
+    }
+
+    /// Deadline of one WebSocket write.
+    pub fn ws_write_timeout(&self) -> Duration {
+        Duration::from_secs(self.ws_write_timeout_secs)
+    }
+
+    /// Header and keep-alive timeouts of HTTP connections.
+    pub fn http_timeouts(&self) -> (Duration, Duration) {
+        (
+            Duration::from_secs(self.http_header_timeout_secs),
+            Duration::from_secs(self.http_keepalive_secs),
+        )
     }
 
     /// Bound on the shutdown wait for WebSocket sessions.

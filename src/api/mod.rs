@@ -32,6 +32,7 @@ pub use error::ApiError;
 use crate::limits::Limiters;
 use crate::limits::client::ClientKey;
 use crate::limits::origin::AllowedOrigins;
+use crate::server::listener::PeerAddr;
 use crate::signaling::upgrade::{self, UpgradeError};
 use crate::state::AppState;
 use crate::telemetry::Refusal;
@@ -57,9 +58,10 @@ pub fn with_state<T: Clone + Send + Sync + 'static>(
 pub fn client_key(
     limits: Arc<Limiters>,
 ) -> impl Filter<Extract = (ClientKey,), Error = Infallible> + Clone {
-    warp::addr::remote()
+    warp::ext::optional::<PeerAddr>()
         .and(warp::header::headers_cloned())
-        .map(move |peer: Option<SocketAddr>, headers: HeaderMap| {
+        .map(move |peer: Option<PeerAddr>, headers: HeaderMap| {
+            let peer: Option<SocketAddr> = peer.map(|p| p.0);
             // Several X-Forwarded-For headers form one list, in order.
             let forwarded: Vec<&str> = headers
                 .get_all("x-forwarded-for")

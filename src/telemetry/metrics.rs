@@ -95,16 +95,19 @@ pub enum Refusal {
     QueueFull,
     /// A join of a room that already has two members.
     RoomFull,
+    /// A TCP connection beyond `MAX_CONNECTIONS`, closed at once.
+    ConnectionCap,
 }
 
 impl Refusal {
     /// Every reason, in label order.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Oversize,
         Self::Rate,
         Self::Origin,
         Self::QueueFull,
         Self::RoomFull,
+        Self::ConnectionCap,
     ];
 
     /// The `reason` label.
@@ -115,6 +118,7 @@ impl Refusal {
             Self::Origin => "origin",
             Self::QueueFull => "queue_full",
             Self::RoomFull => "room_full",
+            Self::ConnectionCap => "connection_cap",
         }
     }
 }
@@ -369,6 +373,11 @@ impl Metrics {
     /// Counts one refusal.
     pub fn refused(&self, reason: Refusal) {
         self.refusals[reason as usize].inc();
+    }
+
+    /// Counts a TCP connection closed at once because `MAX_CONNECTIONS` were open.
+    pub fn connection_refused(&self) {
+        self.refused(Refusal::ConnectionCap);
     }
 
     /// Counts a WebSocket session's end: `Some(code)` when the server closed it with that code,

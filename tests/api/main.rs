@@ -6,6 +6,7 @@ mod compose_file;
 mod external;
 mod fuzz;
 mod helpers;
+mod http_limits;
 mod lifecycle;
 mod nginx_proxy;
 mod openapi;

@@ -1,4 +1,8 @@
 //! Starting and stopping the server on a listener the caller bound.
+//!
+//! - [`listener`]: the accept loop, with the connection cap and HTTP timeouts.
+
+pub mod listener;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,6 +47,8 @@ pub struct Server {
     state: AppState,
     shutdown: CancellationToken,
     http: JoinHandle<()>,
+    /// Every listener's connections, for the graceful shutdown.
+    listening: listener::ListenerContext,
     /// The sweeper and the WAL checkpointer, which stop with the server.
     background: Vec<JoinHandle<()>>,
 }
@@ -91,21 +97,28 @@ impl Server {
             ],
             None => Vec::new(),
         };
+        let (header, keepalive) = config.http_timeouts();
+        let listening = listener::ListenerContext {
+            timeouts: listener::HttpTimeouts { header, keepalive },
+            cap: listener::ConnectionCap::new(config.max_connections as usize),
+            metrics: metrics.clone(),
+            shutdown: shutdown.clone(),
+            connections: TaskTracker::new(),
+        };
         let state = AppState::new(config, store, signaling, limits);
         let routes = api::routes(state.clone());
-        let stop = shutdown.clone();
-        let http = tokio::spawn(
-            warp::serve(routes)
-                .incoming(listener)
-                .graceful(async move { stop.cancelled().await })
-                .run(),
-        );
+        let http = tokio::spawn(listener::serve(
+            listener,
+            warp::service(routes),
+            listening.clone(),
+        ));
         log::info!("signalpost listening on {addr}");
         Ok(Self {
             addr,
             state,
             shutdown,
             http,
+            listening,
             background,
         })
     }
@@ -137,7 +150,13 @@ impl Server {
                 sessions.len()
             );
         }
-        if tokio::time::timeout(grace, self.http).await.is_err() {
+        let _ = self.http.await;
+        let connections = &self.listening.connections;
+        connections.close();
+        if tokio::time::timeout(grace, connections.wait())
+            .await
+            .is_err()
+        {
             log::warn!("in-flight requests still running after {grace:?}; exiting anyway");
         }
         for task in self.background {
