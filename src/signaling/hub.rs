@@ -36,6 +36,15 @@ pub enum Outbound {
     Shutdown,
 }
 
+impl queue::Weigh for Outbound {
+    fn weight(&self) -> usize {
+        match self {
+            Self::Text(text) => text.len(),
+            Self::Close(..) | Self::Shutdown => 0,
+        }
+    }
+}
+
 /// A session's end of the hub: its queue, and the signal that it must go.
 pub struct Mailbox {
     /// Messages for this session, in order; kicked when the session could not keep up and must
@@ -149,9 +158,9 @@ impl Hub {
         }
     }
 
-    /// Registers a new session with a queue of `capacity` messages.
-    pub fn connect(&self, capacity: usize) -> (ClientId, Mailbox) {
-        let (tx, rx) = queue::channel(capacity);
+    /// Registers a new session with a queue within `bounds`.
+    pub fn connect(&self, bounds: queue::Bounds) -> (ClientId, Mailbox) {
+        let (tx, rx) = queue::channel(bounds);
         let member = Member {
             outbox: tx,
             room: None,
@@ -470,6 +479,13 @@ mod tests {
         RoomId::parse(s).unwrap()
     }
 
+    fn bounds(messages: usize) -> queue::Bounds {
+        queue::Bounds {
+            messages,
+            bytes: usize::MAX,
+        }
+    }
+
     fn next(mailbox: &mut Mailbox) -> Value {
         match mailbox.rx.try_recv().expect("a message") {
             Outbound::Text(t) => serde_json::from_str(&t).unwrap(),
@@ -485,8 +501,8 @@ mod tests {
     #[test]
     fn second_member_makes_the_room_ready_for_both() {
         let hub = Hub::new();
-        let (a, mut ma) = hub.connect(8);
-        let (b, mut mb) = hub.connect(8);
+        let (a, mut ma) = hub.connect(bounds(8));
+        let (b, mut mb) = hub.connect(bounds(8));
         assert_eq!(hub.join(a, room("r"), None), Joined::Member(1));
         assert_eq!(next(&mut ma)["isInitiator"], true);
         assert_eq!(hub.join(b, room("r"), None), Joined::Member(2));
@@ -502,9 +518,9 @@ mod tests {
     #[test]
     fn third_joiner_is_refused_without_leaving_its_room() {
         let hub = Hub::new();
-        let (a, _ma) = hub.connect(8);
-        let (b, _mb) = hub.connect(8);
-        let (c, mut mc) = hub.connect(8);
+        let (a, _ma) = hub.connect(bounds(8));
+        let (b, _mb) = hub.connect(bounds(8));
+        let (c, mut mc) = hub.connect(bounds(8));
         hub.join(a, room("r"), None);
         hub.join(b, room("r"), None);
         hub.join(c, room("mine"), None);
@@ -517,8 +533,8 @@ mod tests {
     #[test]
     fn a_full_queue_kicks_the_slow_member_only() {
         let hub = Hub::new();
-        let (a, _ma) = hub.connect(64);
-        let (b, mb) = hub.connect(2);
+        let (a, _ma) = hub.connect(bounds(64));
+        let (b, mb) = hub.connect(bounds(2));
         hub.join(a, room("r"), None);
         hub.join(b, room("r"), None);
         let text = r#"{"type":"webrtc_offer","sdp":"x"}"#;
@@ -535,8 +551,8 @@ mod tests {
     #[test]
     fn disconnect_tells_the_peer_and_frees_the_place() {
         let hub = Hub::new();
-        let (a, mut ma) = hub.connect(8);
-        let (b, _mb) = hub.connect(8);
+        let (a, mut ma) = hub.connect(bounds(8));
+        let (b, _mb) = hub.connect(bounds(8));
         hub.join(a, room("r"), None);
         hub.join(b, room("r"), None);
         while ma.rx.try_recv().is_ok() {}
@@ -559,7 +575,7 @@ mod tests {
     fn every_ended_room_is_recorded_once_whatever_ended_it() {
         let metrics = Arc::new(Metrics::new());
         let hub = Hub::with_metrics(metrics.clone());
-        let clients: Vec<_> = (0..6).map(|_| hub.connect(8)).collect();
+        let clients: Vec<_> = (0..6).map(|_| hub.connect(bounds(8))).collect();
         let id = |i: usize| clients[i].0;
         let device = DeviceId::parse("purged-device").unwrap();
         hub.join(id(0), room("left"), None);
@@ -586,7 +602,7 @@ mod tests {
     #[test]
     fn an_empty_room_is_forgotten() {
         let hub = Hub::new();
-        let (a, _ma) = hub.connect(8);
+        let (a, _ma) = hub.connect(bounds(8));
         hub.join(a, room("r"), None);
         assert_eq!(hub.leave(a), Some(room("r")));
         assert_eq!(hub.counts().rooms, 0);

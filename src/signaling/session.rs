@@ -1,111 +1,198 @@
-//! One WebSocket session: a single task from upgrade to close.
+//! One WebSocket session: a single task from upgrade to close, whatever protocol it speaks.
 //!
-//! The task registers with the hub, then loops over four things at once (the client's frames, its
-//! queue of outgoing messages, the heartbeat, and shutdown) and always unregisters at the end, on
-//! every path, through a drop guard. It is the only writer of its socket, so frames never
-//! interleave, and it awaits socket writes with no lock held.
+//! The loop is the same for every protocol (ours and the other apps' dialects): it reads the
+//! client's frames, writes the session's queue of outgoing messages one frame at a time, sends
+//! heartbeats, drops idle and over-rate clients, and follows shutdown. What the frames mean is
+//! the [`Protocol`]'s business.
+//!
+//! Writes never block the loop. A frame is handed to the socket and flushed as the socket takes
+//! it; while a write is pending the loop keeps reading, keeps the heartbeat and idle checks
+//! running, and takes nothing more from the queue. A write that has not completed within the
+//! write timeout (the client stopped reading) ends the session with 1008, as does a queue that
+//! outgrows its bounds in messages or bytes; the senders never wait either way. The task is the
+//! only writer of its socket, so frames never interleave, and it holds no lock while it awaits.
 
-use std::sync::Arc;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, Sink, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::{Instant, MissedTickBehavior, Sleep};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_util::sync::CancellationToken;
 
 use super::hub::{Mailbox, Outbound};
 use super::queue::Event;
-use super::{MAX_MESSAGE_BYTES, Signaling};
-use crate::db::StoreError;
-use crate::ids::{ClientId, DeviceId, RoomId};
-use crate::limits::rate::Bucket;
-use crate::protocol::ws::{ClientMessage, ServerMessage, errors};
+use crate::limits::rate::{Bucket, Rate};
 use crate::telemetry::{Metrics, Refusal};
 
 /// How long a closing handshake may take before the socket is simply dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Messages refused for rate in a row before the connection is closed (1008): enough for a
-/// client that briefly overshoots to see `rate_limited` and slow down, few enough that a flood
+/// client that briefly overshoots to see its refusal and slow down, few enough that a flood
 /// costs little.
 pub const MAX_RATE_STRIKES: u32 = 20;
 
-/// The error text of a message refused for rate.
-pub const RATE_LIMITED: &str = "rate_limited";
+/// What the loop does after a protocol handled something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Go on.
+    Continue,
+    /// Close the connection with this code and reason.
+    Close(u16, &'static str),
+}
+
+/// Frames a protocol answers with directly; they join the session's queue, in order.
+pub type Replies = Vec<String>;
+
+/// What a session's protocol does with its traffic.
+pub trait Protocol: Send {
+    /// The frame the server speaks first, if any.
+    fn greeting(&mut self) -> Option<String>;
+
+    /// One text frame from the client; direct answers go to `replies`.
+    fn on_text(&mut self, text: &str, replies: &mut Replies) -> impl Future<Output = Flow> + Send;
+
+    /// One binary frame from the client.
+    fn on_binary(&mut self, replies: &mut Replies) -> Flow;
+
+    /// The answer to a message refused for rate, if the protocol has one.
+    fn rate_limited(&self) -> Option<String>;
+
+    /// The last frame before a close for shutdown (1001), if the protocol has one.
+    fn goodbye(&self) -> Option<String>;
+}
+
+/// Session settings taken from the configuration.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    /// Interval of server pings.
+    pub ping_interval: Duration,
+    /// Silence after which a connection is dropped.
+    pub idle_timeout: Duration,
+    /// How long one write may take.
+    pub write_timeout: Duration,
+    /// The outbound queue's bounds.
+    pub queue: super::queue::Bounds,
+    /// Messages per connection.
+    pub messages: Rate,
+    /// Whether every join must name a paired room and a member device.
+    pub strict_rooms: bool,
+}
 
 /// Why a session ended, and what the client is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum End {
+pub enum End {
     /// The client closed or the connection broke.
     ClientGone,
     /// A frame over the size limit (1009).
     TooBig,
-    /// The queue filled up (1008).
+    /// The queue outgrew its bounds, or a write outlived its deadline (1008).
     TooSlow,
     /// The client kept sending over its message rate (1008).
     RateLimited,
     /// No frame within the idle timeout.
     Idle,
-    /// The server is stopping (1001, after `server_shutdown`).
+    /// The server is stopping (1001, after the protocol's goodbye).
     Shutdown,
-    /// The hub asked for a close with this code (a purged device).
+    /// Closed with this code for a reason of the protocol's or the hub's (a purged device).
     Closed(u16, &'static str),
 }
 
-/// Unregisters the session from the hub however the task ends.
-struct Registration {
-    signaling: Arc<Signaling>,
-    client: ClientId,
+impl End {
+    /// The close frame the client is sent, if any.
+    fn close_frame(self) -> Option<(CloseCode, &'static str)> {
+        match self {
+            End::ClientGone => None,
+            End::TooBig => Some((CloseCode::Size, "message too big")),
+            End::TooSlow => Some((CloseCode::Policy, "send queue full")),
+            End::RateLimited => Some((CloseCode::Policy, "rate limited")),
+            End::Idle => Some((CloseCode::Away, "ping timeout")),
+            End::Shutdown => Some((CloseCode::Away, "server shutting down")),
+            End::Closed(code, reason) => Some((CloseCode::from(code), reason)),
+        }
+    }
 }
 
-impl Drop for Registration {
-    fn drop(&mut self) {
-        self.signaling.hub.disconnect(self.client);
+/// The socket, with at most one frame being written.
+struct Conn<S> {
+    ws: WebSocketStream<S>,
+    /// A frame was handed to the socket and is not flushed yet.
+    writing: bool,
+}
+
+/// What the socket did.
+enum Io {
+    /// A frame arrived (or the stream ended or failed).
+    Frame(Option<Result<Message, WsError>>),
+    /// The frame being written is out (or writing failed).
+    Written(Result<(), WsError>),
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    /// Progress on the pending write first, then the next frame: one future for both, since
+    /// both need the socket.
+    fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Io> {
+        if self.writing
+            && let Poll::Ready(result) = Pin::new(&mut self.ws).poll_flush(cx)
+        {
+            self.writing = false;
+            return Poll::Ready(Io::Written(result));
+        }
+        Pin::new(&mut self.ws).poll_next(cx).map(Io::Frame)
+    }
+
+    /// Hands a frame to the socket and flushes what it can at once. Returns whether the write
+    /// is still pending (the socket's buffer is full: the client reads slowly or not at all).
+    fn start_write(&mut self, frame: Message) -> Result<bool, WsError> {
+        Pin::new(&mut self.ws).start_send(frame)?;
+        match poll_fn(|cx| Pin::new(&mut self.ws).poll_flush(cx)).now_or_never() {
+            Some(result) => result.map(|()| false),
+            None => {
+                self.writing = true;
+                Ok(true)
+            }
+        }
     }
 }
 
 /// Runs a session to completion over an upgraded connection.
-pub async fn run<S>(mut ws: WebSocketStream<S>, signaling: Arc<Signaling>)
+pub async fn run<S, P>(
+    ws: WebSocketStream<S>,
+    protocol: &mut P,
+    mailbox: &Mailbox,
+    settings: &SessionSettings,
+    shutdown: &CancellationToken,
+    metrics: &Metrics,
+) -> End
 where
     S: AsyncRead + AsyncWrite + Unpin,
+    P: Protocol,
 {
-    let (client, mut mailbox) = signaling.hub.connect(signaling.settings.send_queue);
-    let _registration = Registration {
-        signaling: signaling.clone(),
-        client,
-    };
-    log::debug!("session {client} connected");
-    let mut session = Session {
-        signaling: &signaling,
-        client,
-        bucket: Bucket::full(signaling.limits.messages, std::time::Instant::now()),
+    let mut conn = Conn { ws, writing: false };
+    let mut session = Loop {
+        settings,
+        metrics,
+        mailbox,
+        bucket: Bucket::full(settings.messages, std::time::Instant::now()),
         strikes: 0,
+        replies: Vec::new(),
+        deadline: None,
     };
-    let end = session.run(&mut ws, &mut mailbox).await;
-    log::debug!("session {client} ended: {end:?}");
-    let close = match end {
-        End::ClientGone => None,
-        End::TooBig => Some((CloseCode::Size, "message too big")),
-        End::TooSlow => Some((CloseCode::Policy, "send queue full")),
-        End::RateLimited => Some((CloseCode::Policy, "rate limited")),
-        End::Idle => Some((CloseCode::Away, "ping timeout")),
-        End::Shutdown => Some((CloseCode::Away, "server shutting down")),
-        End::Closed(code, reason) => Some((CloseCode::from(code), reason)),
-    };
-    count_end(
-        &signaling.metrics,
-        client,
-        end,
-        close.map(|(code, _)| u16::from(code)),
-    );
-    if let Some((code, reason)) = close {
+    let end = session.run(&mut conn, protocol, shutdown).await;
+    count_end(metrics, end);
+    if let Some((code, reason)) = end.close_frame() {
         let frame = CloseFrame {
             code,
             reason: reason.into(),
         };
+        let ws = &mut conn.ws;
         // The closing handshake: send our close frame, then read (and discard) until the
         // client's close or end of stream. Dropping the socket with unread input would make the
         // kernel reset the connection, and the client might lose the close frame, code and all.
@@ -118,45 +205,49 @@ where
         };
         let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, handshake)).await;
     }
+    end
 }
 
 /// Counts the session's end by close code, and the refusals that ended it.
-fn count_end(metrics: &Metrics, client: ClientId, end: End, code: Option<u16>) {
+fn count_end(metrics: &Metrics, end: End) {
     match end {
-        End::TooBig => {
-            metrics.refused(Refusal::Oversize);
-            log::info!("session {client} closed: a frame over {MAX_MESSAGE_BYTES} bytes");
-        }
-        End::TooSlow => {
-            metrics.refused(Refusal::QueueFull);
-            log::info!("session {client} closed: too slow to take its messages");
-        }
+        End::TooBig => metrics.refused(Refusal::Oversize),
+        End::TooSlow => metrics.refused(Refusal::QueueFull),
         _ => {}
     }
-    metrics.ws_closed(code);
+    metrics.ws_closed(end.close_frame().map(|(code, _)| u16::from(code)));
 }
 
-struct Session<'a> {
-    signaling: &'a Signaling,
-    client: ClientId,
+struct Loop<'a> {
+    settings: &'a SessionSettings,
+    metrics: &'a Metrics,
+    mailbox: &'a Mailbox,
     /// This connection's message rate.
     bucket: Bucket,
     /// Messages refused for rate since the last one accepted.
     strikes: u32,
+    /// Direct answers of the message being handled; kept to reuse its allocation.
+    replies: Replies,
+    /// When the pending write must have completed; armed only for a write that did not
+    /// complete at once, so an idle session holds no timer.
+    deadline: Option<Pin<Box<Sleep>>>,
 }
 
-impl Session<'_> {
-    async fn run<S>(&mut self, ws: &mut WebSocketStream<S>, mailbox: &mut Mailbox) -> End
+impl Loop<'_> {
+    async fn run<S, P>(
+        &mut self,
+        conn: &mut Conn<S>,
+        protocol: &mut P,
+        shutdown: &CancellationToken,
+    ) -> End
     where
         S: AsyncRead + AsyncWrite + Unpin,
+        P: Protocol,
     {
-        let settings = &self.signaling.settings;
-        let shutdown = self.signaling.shutdown.clone();
-        let connected = ServerMessage::Connected {
-            client_id: self.client.to_string(),
-            server: "signalpost",
-        };
-        if let Err(end) = self.write(ws, mailbox, connected.to_json()).await {
+        let settings = self.settings;
+        if let Some(greeting) = protocol.greeting()
+            && let Err(end) = self.queue(greeting)
+        {
             return end;
         }
         let mut heartbeat = tokio::time::interval_at(
@@ -168,172 +259,140 @@ impl Session<'_> {
         // Shutdown arrives through the queue (see `Hub::shut_down`); a session that registered
         // after that was broadcast sees the token instead.
         if shutdown.is_cancelled() {
-            return Self::say_goodbye(self, ws, mailbox).await;
+            return self.say_goodbye(conn, protocol);
         }
         loop {
             let step = tokio::select! {
                 biased;
-                event = mailbox.rx.next() => match event {
+                io = poll_fn(|cx| conn.poll_io(cx)) => match io {
+                    Io::Written(Ok(())) => {
+                        self.deadline = None;
+                        Ok(())
+                    }
+                    Io::Written(Err(_)) => Err(End::ClientGone),
+                    Io::Frame(frame) => {
+                        last_seen = Instant::now();
+                        match frame {
+                            // Boxed: handling a message (a database lookup on join) needs far
+                            // more state than waiting does, and only for a moment; inline, every
+                            // idle session would carry it.
+                            Some(Ok(message)) => Box::pin(self.on_frame(protocol, message)).await,
+                            Some(Err(WsError::Capacity(_))) => Err(End::TooBig),
+                            Some(Err(_)) | None => Err(End::ClientGone),
+                        }
+                    }
+                },
+                _ = async { self.deadline.as_mut().expect("armed").await }, if self.deadline.is_some() => {
+                    log::info!("session closed: a write took over {:?}", settings.write_timeout);
+                    Err(End::TooSlow)
+                }
+                event = self.mailbox.rx.next(), if !conn.writing => match event {
                     Event::Kicked => Err(End::TooSlow),
-                    Event::Item(Outbound::Text(text)) => self.write(ws, mailbox, text).await,
+                    Event::Item(Outbound::Text(text)) => self.write(conn, Message::text(text)),
                     Event::Item(Outbound::Close(code, reason)) => Err(End::Closed(code, reason)),
-                    Event::Item(Outbound::Shutdown) => Err(self.say_goodbye(ws, mailbox).await),
+                    Event::Item(Outbound::Shutdown) => Err(self.say_goodbye(conn, protocol)),
                     // The hub holds the sender until this session unregisters.
                     Event::Closed => Err(End::ClientGone),
                 },
-                frame = ws.next() => {
-                    last_seen = Instant::now();
-                    match frame {
-                        // Boxed: handling a message (a database lookup on join) needs far more state than
-                        // waiting does, and only for a moment; inline, every idle session would carry it.
-                        Some(Ok(message)) => Box::pin(self.on_frame(ws, mailbox, message)).await,
-                        Some(Err(WsError::Capacity(_))) => Err(End::TooBig),
-                        Some(Err(_)) | None => Err(End::ClientGone),
-                    }
-                }
                 _ = heartbeat.tick() => {
                     if last_seen.elapsed() >= settings.idle_timeout {
                         Err(End::Idle)
+                    } else if conn.writing {
+                        // The socket is busy; the write deadline watches it.
+                        Ok(())
                     } else {
-                        self.send_frame(ws, mailbox, Message::Ping(Default::default())).await
+                        self.write(conn, Message::Ping(Default::default()))
                     }
                 }
             };
             if let Err(end) = step {
+                if end == End::TooSlow {
+                    log::info!("session closed: too slow to take its messages");
+                }
                 return end;
             }
         }
     }
 
-    /// `server_shutdown`, before the 1001 close.
-    async fn say_goodbye<S>(&self, ws: &mut WebSocketStream<S>, mailbox: &Mailbox) -> End
+    /// Starts writing a frame; arms the deadline if it could not be written at once.
+    fn write<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        conn: &mut Conn<S>,
+        frame: Message,
+    ) -> Result<(), End> {
+        match conn.start_write(frame) {
+            Ok(false) => Ok(()),
+            Ok(true) => {
+                let deadline = Instant::now() + self.settings.write_timeout;
+                self.deadline = Some(Box::pin(tokio::time::sleep_until(deadline)));
+                Ok(())
+            }
+            Err(_) => Err(End::ClientGone),
+        }
+    }
+
+    /// Queues a direct answer behind what is waiting.
+    fn queue(&self, text: String) -> Result<(), End> {
+        self.mailbox
+            .rx
+            .push(Outbound::Text(text))
+            .map_err(|_| End::TooSlow)
+    }
+
+    /// The protocol's goodbye (best effort, the socket may be busy), before the 1001 close.
+    fn say_goodbye<S, P>(&mut self, conn: &mut Conn<S>, protocol: &P) -> End
     where
         S: AsyncRead + AsyncWrite + Unpin,
+        P: Protocol,
     {
-        let bye = ServerMessage::ServerShutdown.to_json();
-        let _ = self.write(ws, mailbox, bye).await;
+        if let Some(bye) = protocol.goodbye()
+            && !conn.writing
+        {
+            let _ = conn.start_write(Message::text(bye));
+        }
         End::Shutdown
     }
 
-    async fn on_frame<S>(
+    async fn on_frame<P: Protocol>(
         &mut self,
-        ws: &mut WebSocketStream<S>,
-        mailbox: &Mailbox,
+        protocol: &mut P,
         message: Message,
-    ) -> Result<(), End>
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
+    ) -> Result<(), End> {
         if matches!(message, Message::Text(_) | Message::Binary(_)) {
-            let rate = self.signaling.limits.messages;
+            let rate = self.settings.messages;
             if self.bucket.take(rate, std::time::Instant::now()).is_err() {
-                self.signaling.metrics.refused(Refusal::Rate);
+                self.metrics.refused(Refusal::Rate);
                 self.strikes += 1;
                 if self.strikes > MAX_RATE_STRIKES {
-                    log::info!("session {} closed: over its message rate", self.client);
+                    log::info!("session closed: over its message rate");
                     return Err(End::RateLimited);
                 }
-                let reply = ServerMessage::error(RATE_LIMITED);
-                return self.write(ws, mailbox, reply.to_json()).await;
+                return match protocol.rate_limited() {
+                    Some(reply) => self.queue(reply),
+                    None => Ok(()),
+                };
             }
             self.strikes = 0;
         }
-        match message {
-            Message::Text(text) => {
-                let reply = self.on_text(text.as_str()).await;
-                match reply {
-                    Some(reply) => self.write(ws, mailbox, reply.to_json()).await,
-                    None => Ok(()),
-                }
-            }
-            Message::Binary(_) => {
-                let reply = ServerMessage::error(errors::BINARY_UNSUPPORTED);
-                self.write(ws, mailbox, reply.to_json()).await
-            }
-            Message::Close(_) => Err(End::ClientGone),
+        let mut replies = std::mem::take(&mut self.replies);
+        let flow = match message {
+            Message::Text(text) => protocol.on_text(text.as_str(), &mut replies).await,
+            Message::Binary(_) => protocol.on_binary(&mut replies),
+            Message::Close(_) => return Err(End::ClientGone),
             // tungstenite answers pings itself; any frame counts as a sign of life.
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(()),
-        }
-    }
-
-    /// Handles one text frame; returns the direct reply, if any (hub messages go via the queue).
-    async fn on_text(&mut self, text: &str) -> Option<ServerMessage> {
-        let message = match ClientMessage::parse(text) {
-            Ok(m) => m,
-            Err(e) => return Some(ServerMessage::error(e.to_string())),
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Flow::Continue,
         };
-        let hub = &self.signaling.hub;
-        match message {
-            ClientMessage::JoinRoom { room_id, device_id } => {
-                match self.may_join(&room_id, device_id.as_ref()).await {
-                    Ok(true) => {
-                        hub.join(self.client, room_id, device_id);
-                        None
-                    }
-                    Ok(false) => Some(ServerMessage::error(errors::NOT_A_MEMBER)),
-                    Err(e) => {
-                        log::error!("membership check failed: {e}");
-                        Some(ServerMessage::error(errors::INTERNAL))
-                    }
-                }
+        let mut queued = Ok(());
+        for reply in replies.drain(..) {
+            if queued.is_ok() {
+                queued = self.queue(reply);
             }
-            ClientMessage::LeaveRoom => {
-                hub.leave(self.client);
-                None
-            }
-            ClientMessage::Ping => Some(ServerMessage::Pong),
-            ClientMessage::Relay(relay) => match hub.relay(self.client, &relay) {
-                Ok(_) => None,
-                Err(e) => Some(ServerMessage::error(e.to_string())),
-            },
         }
-    }
-
-    /// Whether this device may join this room. Paired rooms (in the database) admit only their two
-    /// devices; with strict rooms, only paired rooms exist.
-    async fn may_join(&self, room: &RoomId, device: Option<&DeviceId>) -> Result<bool, StoreError> {
-        let strict = self.signaling.settings.strict_rooms;
-        let Some(store) = &self.signaling.store else {
-            return Ok(!strict);
-        };
-        if device.is_none() && !strict {
-            return Ok(true);
-        }
-        let Some(device) = device else {
-            return Ok(false);
-        };
-        Ok(match store.room(room.clone()).await? {
-            Some(paired) => paired.client1 == *device || paired.client2 == *device,
-            None => !strict,
-        })
-    }
-
-    async fn write<S>(
-        &self,
-        ws: &mut WebSocketStream<S>,
-        mailbox: &Mailbox,
-        text: String,
-    ) -> Result<(), End>
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
-        self.send_frame(ws, mailbox, Message::text(text)).await
-    }
-
-    /// Writes one frame, giving up when the session is kicked: a client that stopped reading would
-    /// otherwise hold this task in the write forever.
-    async fn send_frame<S>(
-        &self,
-        ws: &mut WebSocketStream<S>,
-        mailbox: &Mailbox,
-        frame: Message,
-    ) -> Result<(), End>
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
-        tokio::select! {
-            sent = ws.send(frame) => sent.map_err(|_| End::ClientGone),
-            _ = mailbox.rx.kicked() => Err(End::TooSlow),
+        self.replies = replies;
+        queued?;
+        match flow {
+            Flow::Continue => Ok(()),
+            Flow::Close(code, reason) => Err(End::Closed(code, reason)),
         }
     }
 }

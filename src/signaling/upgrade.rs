@@ -12,6 +12,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use warp::http::{HeaderMap, HeaderValue, StatusCode, header};
 use warp::reply::Response;
 
+use super::native::Native;
 use super::{MAX_MESSAGE_BYTES, Signaling, session};
 use crate::limits::slots::Slot;
 
@@ -88,7 +89,7 @@ pub fn accept(
                 let ws =
                     WebSocketStream::from_raw_socket(io, Role::Server, Some(websocket_config()))
                         .await;
-                session::run(ws, signaling).await;
+                run_native(ws, signaling).await;
             }
             Err(e) => log::debug!("websocket upgrade failed: {e}"),
         }
@@ -103,4 +104,24 @@ pub fn accept(
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
     Ok(response)
+}
+
+/// A session of signalpost's own protocol, from registration to unregistration.
+async fn run_native<S>(ws: WebSocketStream<S>, signaling: Arc<Signaling>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (client, mailbox) = signaling.hub.connect(signaling.settings.queue);
+    log::debug!("session {client} connected");
+    let mut native = Native::new(signaling.clone(), client);
+    let end = session::run(
+        ws,
+        &mut native,
+        &mailbox,
+        &signaling.settings,
+        &signaling.shutdown,
+        &signaling.metrics,
+    )
+    .await;
+    log::debug!("session {client} ended: {end:?}");
 }

@@ -13,6 +13,7 @@ mod openapi;
 mod operating;
 mod pairing;
 mod signaling;
+mod slow_readers;
 mod turn;
 mod turn_coturn;
 mod web;
