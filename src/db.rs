@@ -81,6 +81,33 @@ pub enum Created {
     Conflict,
     /// No free server-generated code was found.
     Exhausted,
+    /// The client holds its maximum of live codes; the earliest of them expires then.
+    TooManyPending {
+        /// When the client's earliest live code expires.
+        next_expiry: Millis,
+    },
+}
+
+/// Who creates a code, and how many live codes such a creator may hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Creator {
+    /// The device.
+    pub client1: DeviceId,
+    /// The client's key (IPv4 address or IPv6 /64), as the per-client limits count it.
+    pub client_key: String,
+    /// Live codes this client may hold at once.
+    pub max_pending: u32,
+}
+
+/// What a room id names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomLookup {
+    /// A paired room.
+    Paired(Room),
+    /// A paired room that was deleted or purged: it stays dead.
+    Deleted,
+    /// Nothing the store knows of.
+    Unknown,
 }
 
 /// Outcome of accepting a code.
@@ -124,6 +151,9 @@ pub struct Purged {
     /// Pending rows deleted.
     pub pendings: usize,
 }
+
+/// How long a deleted room's id is remembered, so that clients holding it cannot revive it.
+pub const ROOM_TOMBSTONE_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
 /// What a sweep removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -251,30 +281,53 @@ impl Store {
         .await
     }
 
-    /// Stores a pending code for `client1`, replacing an expired row of the same code. With no
-    /// `joinid`, picks a random six-digit code that is not live.
+    /// Stores a pending code for the creator, replacing an expired row of the same code, unless
+    /// the creator's client holds its maximum of live codes. With no `joinid`, picks a random
+    /// six-digit code that is not live. One transaction: concurrent creates of one client cannot
+    /// both pass the cap.
     pub async fn create_pending(
         &self,
         joinid: Option<JoinCode>,
-        client1: DeviceId,
+        creator: Creator,
         exp: Millis,
     ) -> Result<Created, StoreError> {
         self.with_writer(move |c| {
             let now = now_millis();
-            let Some(joinid) = joinid else {
-                for _ in 0..CODE_ATTEMPTS {
-                    let code = JoinCode::generate();
-                    if insert_pending(c, &code, &client1, exp, now)? {
-                        return Ok(Created::Ok(Pending { joinid: code, exp }));
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let (live, next_expiry): (i64, Option<Millis>) = tx
+                .prepare_cached(
+                    "SELECT count(*), min(exp) FROM pendings WHERE client_key = ?1 AND exp > ?2",
+                )?
+                .query_row(params![creator.client_key, now], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
+            if live >= i64::from(creator.max_pending) {
+                return Ok(Created::TooManyPending {
+                    next_expiry: next_expiry.unwrap_or(now),
+                });
+            }
+            let created = match joinid {
+                None => {
+                    let mut created = Created::Exhausted;
+                    for _ in 0..CODE_ATTEMPTS {
+                        let code = JoinCode::generate();
+                        if insert_pending(&tx, &code, &creator, exp, now)? {
+                            created = Created::Ok(Pending { joinid: code, exp });
+                            break;
+                        }
+                    }
+                    created
+                }
+                Some(joinid) => {
+                    if insert_pending(&tx, &joinid, &creator, exp, now)? {
+                        Created::Ok(Pending { joinid, exp })
+                    } else {
+                        Created::Conflict
                     }
                 }
-                return Ok(Created::Exhausted);
             };
-            Ok(if insert_pending(c, &joinid, &client1, exp, now)? {
-                Created::Ok(Pending { joinid, exp })
-            } else {
-                Created::Conflict
-            })
+            tx.commit()?;
+            Ok(created)
         })
         .await
     }
@@ -367,30 +420,46 @@ impl Store {
 
     /// A paired room by id.
     pub async fn room(&self, roomid: RoomId) -> Result<Option<Room>, StoreError> {
+        Ok(match self.lookup_room(roomid).await? {
+            RoomLookup::Paired(room) => Some(room),
+            RoomLookup::Deleted | RoomLookup::Unknown => None,
+        })
+    }
+
+    /// What a room id names: a paired room, a deleted one, or nothing.
+    pub async fn lookup_room(&self, roomid: RoomId) -> Result<RoomLookup, StoreError> {
         self.with_conn(move |c| {
             let row: Option<(String, String)> = c
                 .prepare_cached("SELECT client1, client2 FROM rooms WHERE roomid = ?1")?
                 .query_row(params![roomid.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?;
-            row.map(|(client1, client2)| {
-                Ok(Room {
+            if let Some((client1, client2)) = row {
+                return Ok(RoomLookup::Paired(Room {
                     client1: stored_device_id(client1)?,
                     client2: stored_device_id(client2)?,
                     roomid,
-                })
+                }));
+            }
+            let deleted = c
+                .prepare_cached("SELECT 1 FROM room_tombstones WHERE roomid = ?1")?
+                .exists(params![roomid.as_str()])?;
+            Ok(if deleted {
+                RoomLookup::Deleted
+            } else {
+                RoomLookup::Unknown
             })
-            .transpose()
         })
         .await
     }
 
-    /// Deletes a paired room; returns how many rows went (0 or 1).
+    /// Deletes a paired room and the codes that led to it, and remembers that it is dead;
+    /// returns how many rooms went (0 or 1).
     pub async fn delete_room(&self, roomid: RoomId) -> Result<usize, StoreError> {
         self.with_writer(move |c| {
-            Ok(c.execute(
-                "DELETE FROM rooms WHERE roomid = ?1",
-                params![roomid.as_str()],
-            )?)
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let deleted = bury_room(&tx, roomid.as_str(), now_millis())?;
+            tx.commit()?;
+            Ok(deleted)
         })
         .await
     }
@@ -410,14 +479,14 @@ impl Store {
                 for roomid in found {
                     rooms.insert(roomid?);
                 }
-                tx.execute(
-                    "DELETE FROM rooms WHERE client1 = ?1 OR client2 = ?1",
-                    params![device.as_str()],
-                )?;
                 pendings += tx.execute(
                     "DELETE FROM pendings WHERE client1 = ?1 OR client2 = ?1",
                     params![device.as_str()],
                 )?;
+            }
+            let now = now_millis();
+            for roomid in &rooms {
+                bury_room(&tx, roomid, now)?;
             }
             tx.commit()?;
             let rooms = rooms
@@ -445,6 +514,11 @@ impl Store {
                 |r| r.get(0),
             )?;
             let removed = tx.execute("DELETE FROM pendings WHERE exp <= ?1", params![now])?;
+            let forgotten = now - ROOM_TOMBSTONE_TTL.as_millis() as Millis;
+            tx.execute(
+                "DELETE FROM room_tombstones WHERE deleted_at <= ?1",
+                params![forgotten],
+            )?;
             tx.commit()?;
             Ok(Swept {
                 removed,
@@ -502,21 +576,41 @@ fn configure_connection(c: &mut Connection) -> Result<(), rusqlite::Error> {
 fn insert_pending(
     c: &Connection,
     joinid: &JoinCode,
-    client1: &DeviceId,
+    creator: &Creator,
     exp: Millis,
     now: Millis,
 ) -> Result<bool, StoreError> {
     let changed = c
         .prepare_cached(
-            "INSERT INTO pendings (joinid, client1, exp, client2, roomid, created_at)
-             VALUES (?1, ?2, ?3, NULL, NULL, ?4)
+            "INSERT INTO pendings (joinid, client1, exp, client2, roomid, created_at, client_key)
+             VALUES (?1, ?2, ?3, NULL, NULL, ?4, ?5)
              ON CONFLICT (joinid) DO UPDATE SET
                  client1 = excluded.client1, exp = excluded.exp, client2 = NULL, roomid = NULL,
-                 created_at = excluded.created_at
+                 created_at = excluded.created_at, client_key = excluded.client_key
              WHERE pendings.exp <= ?4",
         )?
-        .execute(params![joinid.as_str(), client1.as_str(), exp, now])?;
+        .execute(params![
+            joinid.as_str(),
+            creator.client1.as_str(),
+            exp,
+            now,
+            creator.client_key
+        ])?;
     Ok(changed == 1)
+}
+
+/// Deletes a room and the codes that led to it, and leaves its tombstone (when it existed).
+/// Returns how many rooms were deleted.
+fn bury_room(c: &Connection, roomid: &str, now: Millis) -> Result<usize, StoreError> {
+    let deleted = c.execute("DELETE FROM rooms WHERE roomid = ?1", params![roomid])?;
+    c.execute("DELETE FROM pendings WHERE roomid = ?1", params![roomid])?;
+    if deleted > 0 {
+        c.execute(
+            "INSERT OR REPLACE INTO room_tombstones (roomid, deleted_at) VALUES (?1, ?2)",
+            params![roomid, now],
+        )?;
+    }
+    Ok(deleted)
 }
 
 /// Ids read back from the database were valid when written; one that is not (edited by hand) is a

@@ -49,6 +49,9 @@ pub enum ApiError {
     /// Over a rate or guess limit; retry after this long.
     #[error("too_many_requests")]
     TooManyRequests(std::time::Duration),
+    /// The client holds its maximum of live codes; retry after this long.
+    #[error("too_many_pending")]
+    TooManyPending(std::time::Duration),
     /// A WebSocket from an origin not in `ALLOWED_ORIGINS`.
     #[error("origin_not_allowed")]
     OriginNotAllowed,
@@ -103,7 +106,7 @@ impl ApiError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             Self::UnsupportedWebSocketVersion => StatusCode::BAD_REQUEST,
-            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyRequests(_) | Self::TooManyPending(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::OriginNotAllowed => StatusCode::FORBIDDEN,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::NoCodeAvailable | Self::ServerFull => StatusCode::SERVICE_UNAVAILABLE,
@@ -130,7 +133,7 @@ impl ApiError {
             Self::UnsupportedWebSocketVersion => {
                 headers.insert("sec-websocket-version", HeaderValue::from_static("13"));
             }
-            Self::TooManyRequests(wait) => {
+            Self::TooManyRequests(wait) | Self::TooManyPending(wait) => {
                 // Whole seconds, rounded up: never tell a client to retry before it may.
                 let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));

@@ -101,6 +101,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
             signaling: state.signaling().clone(),
             limits: state.limits().clone(),
             max_pending_ttl: state.config().max_pending_ttl(),
+            max_pending_per_client: state.config().limits.max_pending_per_client,
         };
         api = api.or(pairing::routes(pairing)).unify().boxed();
     }

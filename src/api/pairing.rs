@@ -13,9 +13,10 @@ use warp::reply::{Reply, Response};
 use super::body::{json_object, optional_json_object};
 use super::error::ApiError;
 use super::{client_key, with_state};
-use crate::db::{Accepted, Checked, Created, Store};
+use crate::db::{Accepted, Checked, Created, Creator, Store};
 use crate::limits::Limiters;
 use crate::limits::client::ClientKey;
+use crate::limits::guess::GuessTicket;
 use crate::protocol::rest::{
     self, AcceptCode, CheckCode, CreatePending, CreatedBody, DeletedBody, Object, PurgedBody,
     RoomBody, RoomIdBody,
@@ -33,12 +34,15 @@ pub struct Pairing {
     pub limits: Arc<Limiters>,
     /// Longest lifetime of a pending code.
     pub max_pending_ttl: Duration,
+    /// Live codes one client may hold.
+    pub max_pending_per_client: u32,
 }
 
 impl Pairing {
-    /// Refuses a client locked out for guessing codes.
-    fn check_guesses(&self, key: ClientKey) -> Result<(), ApiError> {
-        self.limits.guesses.check(key).map_err(|wait| {
+    /// A ticket for a request that may be a failed guess; refused while the client is locked
+    /// out (or has its limit of guesses in flight).
+    fn reserve_guess(&self, key: ClientKey) -> Result<GuessTicket, ApiError> {
+        self.limits.guesses.reserve(key).map_err(|wait| {
             let metrics = &self.signaling.metrics;
             metrics.pairing(PairingOutcome::RateLimited);
             metrics.refused(Refusal::Rate);
@@ -46,15 +50,15 @@ impl Pairing {
             ApiError::TooManyRequests(wait)
         })
     }
+}
 
-    /// Counts a 404 of accept or check as a failed guess.
-    fn count_failure(&self, key: ClientKey) {
-        if let Some(block) = self.limits.guesses.record_failure(key) {
-            log::warn!(
-                "join-code guessing: {key} locked out for {}s",
-                block.as_secs()
-            );
-        }
+/// Settles a ticket as a failed guess, logging a lock-out it starts.
+fn guess_failed(ticket: GuessTicket, key: ClientKey) {
+    if let Some(block) = ticket.failed() {
+        log::warn!(
+            "join-code guessing: {key} locked out for {}s",
+            block.as_secs()
+        );
     }
 }
 
@@ -89,20 +93,36 @@ fn json_with_status<T: serde::Serialize>(body: &T, status: StatusCode) -> Respon
 fn create(state: Pairing) -> BoxedFilter<(Response,)> {
     warp::path!("api" / "rooms")
         .and(warp::post())
+        .and(client_key(state.limits.clone()))
         .and(with_state(state))
         .and(json_object())
-        .then(
-            |state: Pairing, body: Object| async move { answer(create_pending(state, body).await) },
-        )
+        .then(|key, state: Pairing, body: Object| async move {
+            answer(create_pending(state, key, body).await)
+        })
         .boxed()
 }
 
-async fn create_pending(state: Pairing, body: Object) -> Result<Response, ApiError> {
+async fn create_pending(
+    state: Pairing,
+    key: ClientKey,
+    body: Object,
+) -> Result<Response, ApiError> {
     let now = chrono::Utc::now();
     let req = CreatePending::parse(&body, now, state.max_pending_ttl)?;
+    // A code of the client's choosing that turns out live is a guess that hit: it tells the
+    // client the code exists, so it counts like a 404 of accept or check.
+    let ticket = match req.joinid {
+        Some(_) => Some(state.reserve_guess(key)?),
+        None => None,
+    };
+    let creator = Creator {
+        client1: req.client1,
+        client_key: key.to_string(),
+        max_pending: state.max_pending_per_client,
+    };
     let created = state
         .store
-        .create_pending(req.joinid, req.client1, req.exp.timestamp_millis())
+        .create_pending(req.joinid, creator, req.exp.timestamp_millis())
         .await
         .map_err(ApiError::store("create_failed"))?;
     let metrics = &state.signaling.metrics;
@@ -123,7 +143,17 @@ async fn create_pending(state: Pairing, body: Object) -> Result<Response, ApiErr
         Created::Conflict => {
             log::debug!("create refused: the code is live");
             metrics.pairing(PairingOutcome::Conflict);
+            if let Some(ticket) = ticket {
+                guess_failed(ticket, key);
+            }
             Err(ApiError::Conflict)
+        }
+        Created::TooManyPending { next_expiry } => {
+            log::info!("create refused: {key} holds its maximum of live codes");
+            metrics.pairing(PairingOutcome::RateLimited);
+            metrics.refused(Refusal::Rate);
+            let wait = u64::try_from(next_expiry - crate::db::now_millis()).unwrap_or(0);
+            Err(ApiError::TooManyPending(Duration::from_millis(wait)))
         }
         Created::Exhausted => {
             log::error!("no free join code after several tries: too many live codes");
@@ -146,8 +176,8 @@ fn accept(state: Pairing) -> BoxedFilter<(Response,)> {
 }
 
 async fn accept_code(state: Pairing, key: ClientKey, body: Object) -> Result<Response, ApiError> {
-    state.check_guesses(key)?;
     let req = AcceptCode::parse(&body)?;
+    let ticket = state.reserve_guess(key)?;
     let (accepted, created_at) = state
         .store
         .accept_timed(req.joinid, req.client2)
@@ -170,7 +200,7 @@ async fn accept_code(state: Pairing, key: ClientKey, body: Object) -> Result<Res
         Accepted::NotFound => {
             log::debug!("accept refused: no live code");
             metrics.pairing(PairingOutcome::NotFound);
-            state.count_failure(key);
+            guess_failed(ticket, key);
             Err(ApiError::NotFoundOrExpired)
         }
         Accepted::Conflict => {
@@ -195,8 +225,8 @@ fn check(state: Pairing) -> BoxedFilter<(Response,)> {
 }
 
 async fn check_code(state: Pairing, key: ClientKey, body: Object) -> Result<Response, ApiError> {
-    state.check_guesses(key)?;
     let req = CheckCode::parse(&body)?;
+    let ticket = state.reserve_guess(key)?;
     let checked = state
         .store
         .check(req.joinid, req.client1)
@@ -211,7 +241,9 @@ async fn check_code(state: Pairing, key: ClientKey, body: Object) -> Result<Resp
         )),
         Checked::Waiting => Ok(StatusCode::NO_CONTENT.into_response()),
         Checked::NotFound => {
-            state.count_failure(key);
+            log::debug!("check refused: no live code");
+            state.signaling.metrics.pairing(PairingOutcome::NotFound);
+            guess_failed(ticket, key);
             Err(ApiError::NotFoundOrExpired)
         }
     }

@@ -3,9 +3,14 @@
 //! A code is six digits, so a client allowed unlimited 404s finds a live code by brute force.
 //! Counting failures per client address (not per socket or device id, which an attacker changes
 //! for free) bounds the guesses any one address gets; see docs/security.md for the odds.
+//!
+//! Accounting is atomic: a request that may turn out to be a failed guess first takes a
+//! [`GuessTicket`], which counts as a failure until it is settled. A client with `limit`
+//! failures and tickets outstanding gets no more tickets, so a concurrent burst cannot get more
+//! than `limit` failed guesses through before the lock-out, whatever the REST burst allows.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::client::ClientKey;
@@ -32,6 +37,8 @@ pub struct GuessPolicy {
 struct Record {
     window_start: Instant,
     failures: u32,
+    /// Tickets taken and not yet settled.
+    in_flight: u32,
     offences: u32,
     blocked_until: Option<Instant>,
     last_seen: Instant,
@@ -66,7 +73,48 @@ impl GuessGuard {
         }
     }
 
-    /// Counts a failed guess; returns the lock-out it started, if any.
+    /// Takes a ticket for a request that may be a failed guess: `Err(retry_after)` while `key`
+    /// is locked out, or while its failures and unsettled tickets already reach the limit.
+    pub fn reserve(self: &Arc<Self>, key: ClientKey) -> Result<GuessTicket, Duration> {
+        self.reserve_at(key, Instant::now())?;
+        Ok(GuessTicket {
+            guard: self.clone(),
+            key,
+            settled: false,
+        })
+    }
+
+    /// [`Self::reserve`] at a given instant, without the ticket's guard.
+    pub fn reserve_at(&self, key: ClientKey, now: Instant) -> Result<(), Duration> {
+        let policy = self.policy;
+        let mut records = self.records.lock().unwrap();
+        let record = record_of(&mut records, key, policy, now);
+        if let Some(until) = record.blocked_until.filter(|until| *until > now) {
+            return Err(until - now);
+        }
+        if record.failures + record.in_flight >= policy.limit {
+            // Others of this client's guesses are being answered; one of them may lock it out.
+            return Err(IN_FLIGHT_RETRY);
+        }
+        record.in_flight += 1;
+        Ok(())
+    }
+
+    /// Settles a ticket taken with [`Self::reserve_at`]: a failed guess counts (and returns
+    /// the lock-out it started, if any), anything else is given back.
+    pub fn settle_at(&self, key: ClientKey, failed: bool, now: Instant) -> Option<Duration> {
+        let policy = self.policy;
+        let mut records = self.records.lock().unwrap();
+        let record = record_of(&mut records, key, policy, now);
+        record.in_flight = record.in_flight.saturating_sub(1);
+        if failed {
+            count_failure(record, policy, now)
+        } else {
+            None
+        }
+    }
+
+    /// Counts a failed guess that took no ticket; returns the lock-out it started, if any.
     pub fn record_failure(&self, key: ClientKey) -> Option<Duration> {
         self.record_failure_at(key, Instant::now())
     }
@@ -75,38 +123,87 @@ impl GuessGuard {
     pub fn record_failure_at(&self, key: ClientKey, now: Instant) -> Option<Duration> {
         let policy = self.policy;
         let mut records = self.records.lock().unwrap();
-        if !records.contains_key(&key) && records.len() >= MAX_TRACKED_CLIENTS {
-            evict(&mut records, MAX_TRACKED_CLIENTS, |r| {
-                is_stale(r, policy, now)
-            });
-        }
-        let record = records.entry(key).or_insert(Record {
-            window_start: now,
-            failures: 0,
-            offences: 0,
-            blocked_until: None,
-            last_seen: now,
-        });
-        record.last_seen = now;
-        if now.saturating_duration_since(record.window_start) >= policy.window {
-            record.window_start = now;
-            record.failures = 0;
-        }
-        record.failures += 1;
-        if record.failures < policy.limit {
-            return None;
-        }
-        let doublings = record.offences.min(16);
-        let block = policy
-            .first_block
-            .saturating_mul(1 << doublings)
-            .min(MAX_BLOCK);
-        record.offences += 1;
-        record.failures = 0;
-        record.window_start = now;
-        record.blocked_until = Some(now + block);
-        Some(block)
+        count_failure(record_of(&mut records, key, policy, now), policy, now)
     }
+}
+
+/// How long a client whose other guesses are still being answered is told to wait.
+const IN_FLIGHT_RETRY: Duration = Duration::from_secs(1);
+
+/// A request that may be a failed guess, counted as one until settled. Dropped unsettled (the
+/// request failed for another reason, or was cancelled), it is given back.
+#[must_use = "settle the ticket with `failed` or `succeeded`"]
+pub struct GuessTicket {
+    guard: Arc<GuessGuard>,
+    key: ClientKey,
+    settled: bool,
+}
+
+impl GuessTicket {
+    /// The request was a failed guess; returns the lock-out it started, if any.
+    pub fn failed(mut self) -> Option<Duration> {
+        self.settled = true;
+        self.guard.settle_at(self.key, true, Instant::now())
+    }
+
+    /// The request was no guess, or a right one.
+    pub fn succeeded(self) {
+        drop(self);
+    }
+}
+
+impl Drop for GuessTicket {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.guard.settle_at(self.key, false, Instant::now());
+        }
+    }
+}
+
+/// `key`'s record, created if needed, with its window rolled over if it ended.
+fn record_of(
+    records: &mut HashMap<ClientKey, Record>,
+    key: ClientKey,
+    policy: GuessPolicy,
+    now: Instant,
+) -> &mut Record {
+    if !records.contains_key(&key) && records.len() >= MAX_TRACKED_CLIENTS {
+        evict(records, MAX_TRACKED_CLIENTS, |r| {
+            r.in_flight == 0 && is_stale(r, policy, now)
+        });
+    }
+    let record = records.entry(key).or_insert(Record {
+        window_start: now,
+        failures: 0,
+        in_flight: 0,
+        offences: 0,
+        blocked_until: None,
+        last_seen: now,
+    });
+    record.last_seen = now;
+    if now.saturating_duration_since(record.window_start) >= policy.window {
+        record.window_start = now;
+        record.failures = 0;
+    }
+    record
+}
+
+/// Counts one failure on `record`; returns the lock-out it started, if any.
+fn count_failure(record: &mut Record, policy: GuessPolicy, now: Instant) -> Option<Duration> {
+    record.failures += 1;
+    if record.failures < policy.limit {
+        return None;
+    }
+    let doublings = record.offences.min(16);
+    let block = policy
+        .first_block
+        .saturating_mul(1 << doublings)
+        .min(MAX_BLOCK);
+    record.offences += 1;
+    record.failures = 0;
+    record.window_start = now;
+    record.blocked_until = Some(now + block);
+    Some(block)
 }
 
 fn is_stale(record: &Record, policy: GuessPolicy, now: Instant) -> bool {
@@ -178,5 +275,31 @@ mod tests {
         g.record_failure_at(key(), t0);
         let later = t0 + Duration::from_secs(601);
         assert_eq!(g.record_failure_at(key(), later), None);
+    }
+
+    #[test]
+    fn unsettled_tickets_count_so_a_burst_cannot_overshoot_the_limit() {
+        let g = guard();
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            g.reserve_at(key(), t0).unwrap();
+        }
+        // Three guesses are out: a fourth must wait for them.
+        assert_eq!(g.reserve_at(key(), t0), Err(IN_FLIGHT_RETRY));
+        assert_eq!(g.settle_at(key(), true, t0), None);
+        assert_eq!(g.settle_at(key(), true, t0), None);
+        assert_eq!(g.settle_at(key(), true, t0), Some(Duration::from_secs(60)));
+        assert_eq!(g.reserve_at(key(), t0), Err(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn a_ticket_settled_as_a_success_is_given_back() {
+        let g = guard();
+        let t0 = Instant::now();
+        for _ in 0..10 {
+            g.reserve_at(key(), t0).unwrap();
+            assert_eq!(g.settle_at(key(), false, t0), None);
+        }
+        assert!(g.check_at(key(), t0).is_ok());
     }
 }

@@ -12,6 +12,7 @@ pub mod origin;
 pub mod rate;
 pub mod slots;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
@@ -29,7 +30,7 @@ pub struct Limiters {
     /// WebSocket upgrades per client.
     pub upgrades: KeyedLimiter,
     /// Failed join-code guesses per client.
-    pub guesses: GuessGuard,
+    pub guesses: Arc<GuessGuard>,
     /// Open WebSocket connections.
     pub connections: ConnectionSlots,
     /// Messages per connection (each session keeps its own bucket of this shape).
@@ -47,11 +48,11 @@ impl Limiters {
                 l.ws_upgrade_rate_per_min,
                 l.ws_upgrade_rate_per_min,
             )),
-            guesses: GuessGuard::new(GuessPolicy {
+            guesses: Arc::new(GuessGuard::new(GuessPolicy {
                 limit: l.guess_limit,
                 window: Duration::from_secs(l.guess_window_secs),
                 first_block: Duration::from_secs(l.guess_block_secs),
-            }),
+            })),
             connections: ConnectionSlots::new(
                 l.ws_max_connections_per_client,
                 l.ws_max_connections as usize,

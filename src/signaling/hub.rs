@@ -61,6 +61,9 @@ pub enum Joined {
     AlreadyMember,
     /// Two others are in it; `room_full` was sent.
     Full,
+    /// The room was deleted or purged after the joiner's membership was checked;
+    /// `room_closed` was sent.
+    Closed,
 }
 
 /// Why a relay was refused; `Display` is the error text for the sender.
@@ -126,7 +129,16 @@ struct State {
     ended: Vec<Story>,
     /// Set by [`Hub::shut_down_rooms`]: every room that ends from then on ended by shutdown.
     shutting_down: bool,
+    /// Counts room deletions and purges; see [`Hub::epoch`].
+    epoch: u64,
+    /// Rooms deleted or purged lately, with the epoch of their end and when it was.
+    closed: HashMap<RoomId, (u64, Instant)>,
 }
+
+/// How long a deleted room is remembered by the hub: far longer than a membership check takes
+/// (a database read, bounded by the store's busy timeout), so a join checked before the
+/// deletion cannot land after it unnoticed.
+const CLOSED_MEMORY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// All live sessions and rooms of this node.
 #[derive(Default)]
@@ -175,13 +187,37 @@ impl Hub {
         (id, Mailbox { rx })
     }
 
+    /// Where the count of room deletions and purges stands. A session reads it before it
+    /// checks a joiner's membership in the store and hands it to [`Hub::join`], so that a
+    /// deletion landing between the check and the join still ends that membership.
+    pub fn epoch(&self) -> u64 {
+        self.state.lock().unwrap().epoch
+    }
+
     /// Puts `client` in `room`, leaving its previous room first, and tells everyone concerned.
-    pub fn join(&self, client: ClientId, room: RoomId, device: Option<DeviceId>) -> Joined {
+    /// `checked_at` is the [`Hub::epoch`] read before the joiner's membership was checked: a
+    /// room deleted since is refused with `room_closed`.
+    pub fn join(
+        &self,
+        client: ClientId,
+        room: RoomId,
+        device: Option<DeviceId>,
+        checked_at: u64,
+    ) -> Joined {
         let mut guard = self.state.lock().unwrap();
         let state = &mut *guard;
         let Some(member) = state.members.get_mut(&client) else {
             return Joined::Full;
         };
+        if state
+            .closed
+            .get(&room)
+            .is_some_and(|(epoch, _)| *epoch > checked_at)
+        {
+            log::debug!("join refused: room {} was just closed", room.redacted());
+            member.send(&ServerMessage::RoomClosed { room_id: room });
+            return Joined::Closed;
+        }
         if device.is_some() {
             member.device = device;
         }
@@ -305,6 +341,13 @@ impl Hub {
 
     fn end_room(&self, room: &RoomId, end: RoomEnd) -> usize {
         let mut state = self.state.lock().unwrap();
+        let now = Instant::now();
+        state.epoch += 1;
+        let epoch = state.epoch;
+        state
+            .closed
+            .retain(|_, (_, at)| now.duration_since(*at) < CLOSED_MEMORY);
+        state.closed.insert(room.clone(), (epoch, now));
         let Some(r) = state.rooms.remove(room) else {
             return 0;
         };
@@ -503,9 +546,9 @@ mod tests {
         let hub = Hub::new();
         let (a, mut ma) = hub.connect(bounds(8));
         let (b, mut mb) = hub.connect(bounds(8));
-        assert_eq!(hub.join(a, room("r"), None), Joined::Member(1));
+        assert_eq!(hub.join(a, room("r"), None, 0), Joined::Member(1));
         assert_eq!(next(&mut ma)["isInitiator"], true);
-        assert_eq!(hub.join(b, room("r"), None), Joined::Member(2));
+        assert_eq!(hub.join(b, room("r"), None, 0), Joined::Member(2));
         assert_eq!(next(&mut mb)["type"], "room_joined");
         assert_eq!(next(&mut mb)["isInitiator"], false);
         let ready = next(&mut ma);
@@ -521,11 +564,11 @@ mod tests {
         let (a, _ma) = hub.connect(bounds(8));
         let (b, _mb) = hub.connect(bounds(8));
         let (c, mut mc) = hub.connect(bounds(8));
-        hub.join(a, room("r"), None);
-        hub.join(b, room("r"), None);
-        hub.join(c, room("mine"), None);
+        hub.join(a, room("r"), None, 0);
+        hub.join(b, room("r"), None, 0);
+        hub.join(c, room("mine"), None, 0);
         next(&mut mc);
-        assert_eq!(hub.join(c, room("r"), None), Joined::Full);
+        assert_eq!(hub.join(c, room("r"), None, 0), Joined::Full);
         assert_eq!(next(&mut mc)["type"], "room_full");
         assert_eq!(hub.counts().rooms, 2);
     }
@@ -535,8 +578,8 @@ mod tests {
         let hub = Hub::new();
         let (a, _ma) = hub.connect(bounds(64));
         let (b, mb) = hub.connect(bounds(2));
-        hub.join(a, room("r"), None);
-        hub.join(b, room("r"), None);
+        hub.join(a, room("r"), None, 0);
+        hub.join(b, room("r"), None, 0);
         let text = r#"{"type":"webrtc_offer","sdp":"x"}"#;
         let ClientMessage::Relay(relay) = ClientMessage::parse(text).unwrap() else {
             panic!()
@@ -553,8 +596,8 @@ mod tests {
         let hub = Hub::new();
         let (a, mut ma) = hub.connect(bounds(8));
         let (b, _mb) = hub.connect(bounds(8));
-        hub.join(a, room("r"), None);
-        hub.join(b, room("r"), None);
+        hub.join(a, room("r"), None, 0);
+        hub.join(b, room("r"), None, 0);
         while ma.rx.try_recv().is_ok() {}
         hub.disconnect(b);
         let notice = next(&mut ma);
@@ -578,12 +621,12 @@ mod tests {
         let clients: Vec<_> = (0..6).map(|_| hub.connect(bounds(8))).collect();
         let id = |i: usize| clients[i].0;
         let device = DeviceId::parse("purged-device").unwrap();
-        hub.join(id(0), room("left"), None);
-        hub.join(id(1), room("dropped"), None);
-        hub.join(id(2), room("deleted"), None);
-        hub.join(id(3), room("purged"), Some(device.clone()));
-        hub.join(id(4), room("open"), None);
-        hub.join(id(5), room("open"), None);
+        hub.join(id(0), room("left"), None, 0);
+        hub.join(id(1), room("dropped"), None, 0);
+        hub.join(id(2), room("deleted"), None, 0);
+        hub.join(id(3), room("purged"), Some(device.clone()), 0);
+        hub.join(id(4), room("open"), None, 0);
+        hub.join(id(5), room("open"), None, 0);
         hub.leave(id(0));
         hub.disconnect(id(1));
         assert_eq!(hub.close_room(&room("deleted")), 1);
@@ -603,7 +646,7 @@ mod tests {
     fn an_empty_room_is_forgotten() {
         let hub = Hub::new();
         let (a, _ma) = hub.connect(bounds(8));
-        hub.join(a, room("r"), None);
+        hub.join(a, room("r"), None, 0);
         assert_eq!(hub.leave(a), Some(room("r")));
         assert_eq!(hub.counts().rooms, 0);
     }

@@ -5,12 +5,20 @@ use std::sync::Arc;
 
 use super::Signaling;
 use super::session::{Flow, Protocol, Replies};
-use crate::db::StoreError;
+use crate::db::{RoomLookup, StoreError};
 use crate::ids::{ClientId, DeviceId, RoomId};
 use crate::protocol::ws::{ClientMessage, ServerMessage, errors};
 
 /// The error text of a message refused for rate.
 pub const RATE_LIMITED: &str = "rate_limited";
+
+/// What the store says of a join.
+enum Admission {
+    Allowed,
+    NotAMember,
+    /// The room was deleted or purged.
+    Closed,
+}
 
 /// One session of the native protocol. Registered with the hub while it lives; dropping it
 /// unregisters it, however the session ended.
@@ -26,21 +34,31 @@ impl Native {
     }
 
     /// Whether this device may join this room. Paired rooms (in the database) admit only their
-    /// devices; with strict rooms, only paired rooms exist.
-    async fn may_join(&self, room: &RoomId, device: Option<&DeviceId>) -> Result<bool, StoreError> {
+    /// devices, deleted ones nobody; with strict rooms, only paired rooms exist.
+    async fn admission(
+        &self,
+        room: &RoomId,
+        device: Option<&DeviceId>,
+    ) -> Result<Admission, StoreError> {
         let strict = self.signaling.settings.strict_rooms;
         let Some(store) = &self.signaling.store else {
-            return Ok(!strict);
+            return Ok(if strict {
+                Admission::NotAMember
+            } else {
+                Admission::Allowed
+            });
         };
-        if device.is_none() && !strict {
-            return Ok(true);
-        }
-        let Some(device) = device else {
-            return Ok(false);
-        };
-        Ok(match store.room(room.clone()).await? {
-            Some(paired) => paired.client1 == *device || paired.client2 == *device,
-            None => !strict,
+        Ok(match store.lookup_room(room.clone()).await? {
+            RoomLookup::Paired(paired) => match device {
+                Some(d) if paired.client1 == *d || paired.client2 == *d => Admission::Allowed,
+                // Without a deviceId, an ad-hoc join of a paired room's id (the original
+                // protocol's way) is still allowed unless rooms are strict.
+                None if !strict => Admission::Allowed,
+                _ => Admission::NotAMember,
+            },
+            RoomLookup::Deleted => Admission::Closed,
+            RoomLookup::Unknown if strict => Admission::NotAMember,
+            RoomLookup::Unknown => Admission::Allowed,
         })
     }
 
@@ -53,12 +71,14 @@ impl Native {
         let hub = &self.signaling.hub;
         match message {
             ClientMessage::JoinRoom { room_id, device_id } => {
-                match self.may_join(&room_id, device_id.as_ref()).await {
-                    Ok(true) => {
-                        hub.join(self.client, room_id, device_id);
+                let checked_at = hub.epoch();
+                match self.admission(&room_id, device_id.as_ref()).await {
+                    Ok(Admission::Allowed) => {
+                        hub.join(self.client, room_id, device_id, checked_at);
                         None
                     }
-                    Ok(false) => Some(ServerMessage::error(errors::NOT_A_MEMBER)),
+                    Ok(Admission::NotAMember) => Some(ServerMessage::error(errors::NOT_A_MEMBER)),
+                    Ok(Admission::Closed) => Some(ServerMessage::RoomClosed { room_id }),
                     Err(e) => {
                         log::error!("membership check failed: {e}");
                         Some(ServerMessage::error(errors::INTERNAL))

@@ -135,7 +135,7 @@ async fn failed_guesses_lock_the_address_out_of_accept_and_check() {
     assert_too_many(&app.post_json("/api/rooms/accept", &right).await);
     let check = json!({"joinid": code, "client1": "devA"});
     assert_too_many(&app.post_json("/api/rooms/check", &check).await);
-    // Creating codes is not guessing.
+    // Creating a code the server picks is not guessing, and is still served.
     assert_eq!(
         app.post_json(
             "/api/rooms",
@@ -145,6 +145,87 @@ async fn failed_guesses_lock_the_address_out_of_accept_and_check() {
         .status,
         201
     );
+    // Creating a code of one's choosing would tell whether it is live: refused like a guess.
+    let chosen = json!({"joinid": code, "client1": "devC", "expiresInSeconds": 60});
+    assert_too_many(&app.post_json("/api/rooms", &chosen).await);
+    let free = json!({"joinid": "free-code", "client1": "devC", "expiresInSeconds": 60});
+    assert_too_many(&app.post_json("/api/rooms", &free).await);
+}
+
+#[tokio::test]
+async fn creating_a_live_code_counts_as_a_failed_guess() {
+    let app = spawn_app_with(|c| c.limits.guess_limit = 3).await;
+    let code = app.create_code("owner").await;
+    for i in 0..3 {
+        let probe =
+            json!({"joinid": code, "client1": format!("prober{i}"), "expiresInSeconds": 60});
+        let reply = app.post_json("/api/rooms", &probe).await;
+        assert_eq!((reply.status, reply.error()), (409, "conflict".to_owned()));
+    }
+    // Locked out: probing is over, for live and free codes alike, and so is accepting.
+    let probe = json!({"joinid": code, "client1": "prober", "expiresInSeconds": 60});
+    assert_too_many(&app.post_json("/api/rooms", &probe).await);
+    let accept = json!({"joinid": code, "client2": "prober"});
+    assert_too_many(&app.post_json("/api/rooms/accept", &accept).await);
+}
+
+#[tokio::test]
+async fn a_concurrent_burst_gets_no_more_failed_guesses_than_the_limit() {
+    let app = spawn_app_with(|c| {
+        c.limits.guess_limit = 5;
+        c.limits.rest_burst = 1000;
+    })
+    .await;
+    let guesses = (0..60).map(|i| {
+        let body = json!({"joinid": format!("g{i}"), "client2": "burst"});
+        let request = app
+            .request("POST", "/api/rooms/accept")
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        app.send(request)
+    });
+    let replies = futures_util::future::join_all(guesses).await;
+    let not_found = replies.iter().filter(|r| r.status == 404).count();
+    let refused = replies.iter().filter(|r| r.status == 429).count();
+    assert_eq!(not_found + refused, 60);
+    assert!(not_found <= 5, "{not_found} failed guesses got through");
+    // And the client is locked out now.
+    let late = json!({"joinid": "late", "client2": "burst"});
+    assert_too_many(&app.post_json("/api/rooms/accept", &late).await);
+}
+
+#[tokio::test]
+async fn live_codes_per_client_are_capped_with_too_many_pending() {
+    let app = spawn_app_with(|c| {
+        c.limits.max_pending_per_client = 3;
+        c.limits.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    for i in 0..3 {
+        let body = json!({"client1": format!("d{i}"), "expiresInSeconds": 120});
+        assert_eq!(app.post_json("/api/rooms", &body).await.status, 201);
+    }
+    let body = json!({"client1": "d4", "expiresInSeconds": 120});
+    let reply = app.post_json("/api/rooms", &body).await;
+    assert_eq!(reply.status, 429, "{}", reply.body);
+    assert_eq!(reply.json(), json!({"error": "too_many_pending"}));
+    let retry: u64 = reply.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=120).contains(&retry), "Retry-After {retry}");
+    // Another address is unaffected; an expired code gives its place back.
+    let other = post_from(&app, "/api/rooms", "198.51.100.7", body.clone()).await;
+    assert_eq!(other.status, 201, "{}", other.body);
+    let chosen = json!({"joinid": "mine", "client1": "d5", "expiresInSeconds": 120});
+    assert_eq!(app.post_json("/api/rooms", &chosen).await.status, 429);
+}
+
+#[tokio::test]
+async fn an_expired_code_no_longer_counts_against_its_client() {
+    let app = spawn_app_with(|c| c.limits.max_pending_per_client = 1).await;
+    let code = app.create_code("first").await;
+    let body = json!({"client1": "second", "expiresInSeconds": 60});
+    assert_eq!(app.post_json("/api/rooms", &body).await.status, 429);
+    app.expire_code(&code);
+    assert_eq!(app.post_json("/api/rooms", &body).await.status, 201);
 }
 
 #[tokio::test]

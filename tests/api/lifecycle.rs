@@ -188,87 +188,172 @@ fn use_sqlite_false_in_the_environment_turns_the_pairing_api_off() {
     }
 }
 
-/// Blocking POST of a JSON body; returns the status line's code and the body.
-fn blocking_post(addr: &str, path: &str, body: &str) -> (u16, String) {
+/// Blocking POST of a JSON body; the status line's code and the body, or `None` when the
+/// server is gone (killed mid-request).
+fn try_post(addr: &str, path: &str, body: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
     write!(
         s,
         "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
-    .unwrap();
+    .ok()?;
     let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out[9..12].parse().unwrap();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.get(9..12)?.parse().ok()?;
     let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
-    (status, body)
+    Some((status, body))
+}
+
+/// What one worker did before the kill: codes it tried, codes created (201), and rooms it was
+/// answered (200), each with the devices involved.
+#[derive(Default)]
+struct Ledger {
+    attempted: Vec<(String, String, String)>,
+    created: Vec<(String, String)>,
+    accepted: Vec<(String, String, String)>,
+}
+
+/// A stored code: joinid, client1, client2, and its room's client1 and client2.
+type StoredCode = (
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+/// Pairs codes of its own (`w{w}-{i}`) until the server is gone.
+fn pair_until_killed(addr: &str, w: usize, done: &std::sync::atomic::AtomicUsize) -> Ledger {
+    use std::sync::atomic::Ordering;
+    let mut ledger = Ledger::default();
+    for i in 0.. {
+        let (code, a, b) = (
+            format!("w{w}-{i}"),
+            format!("a{w}-{i}"),
+            format!("b{w}-{i}"),
+        );
+        ledger.attempted.push((code.clone(), a.clone(), b.clone()));
+        let create = format!(r#"{{"joinid":"{code}","client1":"{a}","expiresInSeconds":3600}}"#);
+        let Some((status, body)) = try_post(addr, "/api/rooms", &create) else {
+            break;
+        };
+        assert_eq!(status, 201, "{body}");
+        ledger.created.push((code.clone(), a.clone()));
+        let accept = format!(r#"{{"joinid":"{code}","client2":"{b}"}}"#);
+        let Some((status, body)) = try_post(addr, "/api/rooms/accept", &accept) else {
+            break;
+        };
+        assert_eq!(status, 200, "{body}");
+        let room: serde_json::Value = serde_json::from_str(&body).unwrap();
+        ledger
+            .accepted
+            .push((code, a, room["roomid"].as_str().unwrap().to_owned()));
+        done.fetch_add(1, Ordering::Relaxed);
+    }
+    ledger
 }
 
 #[test]
-fn pairings_acknowledged_before_a_sigkill_survive_it() {
+fn pairings_acknowledged_before_a_sigkill_mid_flight_survive_it_and_nothing_else_appears() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("chat.db");
     let env = [
         ("SQLITE_DB_PATH", db.to_str().unwrap()),
         ("REST_BURST", "100000"),
         ("REST_RATE_PER_MIN", "100000"),
+        ("MAX_PENDING_PER_CLIENT", "1000000"),
     ];
     let (mut child, addr) = start_binary(&env);
-    // Pair from several threads at once, so commits interleave as they do under load.
-    let acknowledged: Vec<String> = std::thread::scope(|scope| {
+    let done = AtomicUsize::new(0);
+    // Eight workers pair as fast as they can; the server is killed while they are mid-flight,
+    // so some answers are on their way out, some commits in progress, some requests unread.
+    let ledgers: Vec<Ledger> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..8)
             .map(|w| {
-                let addr = addr.clone();
-                scope.spawn(move || {
-                    let mut rooms = Vec::new();
-                    for i in 0..40 {
-                        let (status, body) = blocking_post(
-                            &addr,
-                            "/api/rooms",
-                            &format!(r#"{{"client1":"a{w}-{i}","expiresInSeconds":600}}"#),
-                        );
-                        assert_eq!(status, 201, "{body}");
-                        let code: serde_json::Value = serde_json::from_str(&body).unwrap();
-                        let (status, body) = blocking_post(
-                            &addr,
-                            "/api/rooms/accept",
-                            &format!(
-                                r#"{{"joinid":"{}","client2":"b{w}-{i}"}}"#,
-                                code["joinid"].as_str().unwrap()
-                            ),
-                        );
-                        assert_eq!(status, 200, "{body}");
-                        let room: serde_json::Value = serde_json::from_str(&body).unwrap();
-                        rooms.push(room["roomid"].as_str().unwrap().to_owned());
-                    }
-                    rooms
-                })
+                let (addr, done) = (&addr, &done);
+                scope.spawn(move || pair_until_killed(addr, w, done))
             })
             .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap())
-            .collect()
+        while done.load(Ordering::Relaxed) < 400 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // No graceful shutdown: the process dies mid-flight, as in a crash or an OOM kill.
+        child.kill().unwrap();
+        child.wait().unwrap();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
     });
-    // No graceful shutdown: the process dies mid-flight, as in a crash or an OOM kill.
-    child.kill().unwrap();
-    child.wait().unwrap();
 
     let (mut child, addr) = start_binary(&env);
-    let missing: Vec<&String> = acknowledged
-        .iter()
-        .filter(|roomid| {
+    let check = |code: &str, client1: &str| {
+        try_post(
+            &addr,
+            "/api/rooms/check",
+            &format!(r#"{{"joinid":"{code}","client1":"{client1}"}}"#),
+        )
+        .expect("the restarted server answers")
+    };
+    for ledger in &ledgers {
+        for (code, client1) in &ledger.created {
+            let (status, body) = check(code, client1);
+            assert!(
+                status == 204 || status == 200,
+                "created code {code} lost: {status} {body}"
+            );
+        }
+        for (code, client1, roomid) in &ledger.accepted {
+            let (status, body) = check(code, client1);
+            assert_eq!(
+                (status, body.contains(roomid.as_str())),
+                (200, true),
+                "{code}: {body}"
+            );
             let reply = reqwest::blocking_get(&format!("http://{addr}/api/rooms?roomid={roomid}"));
-            !reply.starts_with("HTTP/1.1 200")
-        })
-        .collect();
+            assert!(
+                reply.starts_with("HTTP/1.1 200"),
+                "room of {code} lost: {reply}"
+            );
+        }
+    }
     child.kill().unwrap();
     child.wait().unwrap();
-    assert_eq!(acknowledged.len(), 320);
-    assert!(
-        missing.is_empty(),
-        "{} acknowledged pairings lost: {missing:?}",
-        missing.len()
+    // Nothing else: every stored code and room is one a worker asked for, with its devices.
+    let attempted: std::collections::HashMap<&str, (&str, &str)> = ledgers
+        .iter()
+        .flat_map(|l| &l.attempted)
+        .map(|(code, a, b)| (code.as_str(), (a.as_str(), b.as_str())))
+        .collect();
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let mut rows = conn
+        .prepare("SELECT p.joinid, p.client1, p.client2, r.client1, r.client2 FROM pendings p LEFT JOIN rooms r ON r.roomid = p.roomid")
+        .unwrap();
+    let stored: Vec<StoredCode> = rows
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for (code, client1, client2, room1, room2) in &stored {
+        let (a, b) = attempted.get(code.as_str()).expect("a code nobody created");
+        assert_eq!(client1, a);
+        if let Some(client2) = client2 {
+            assert_eq!(
+                (client2.as_str(), room1.as_deref(), room2.as_deref()),
+                (*b, Some(*a), Some(*b))
+            );
+        }
+    }
+    let rooms: i64 = conn
+        .query_row("SELECT count(*) FROM rooms", [], |r| r.get(0))
+        .unwrap();
+    let accepted_codes = stored.iter().filter(|s| s.2.is_some()).count() as i64;
+    assert_eq!(
+        rooms, accepted_codes,
+        "a room without the code that led to it"
     );
+    let acknowledged: usize = ledgers.iter().map(|l| l.accepted.len()).sum();
+    assert!(acknowledged >= 400);
 }

@@ -848,3 +848,99 @@ async fn with_sqlite_off_the_pairing_routes_are_not_found() {
     assert_eq!(app.get("/").await.status, 200);
     assert!(!app.db_path.exists());
 }
+
+/// Joins `room` as `device` and reads until `room_closed` (panics if it never comes).
+async fn expect_room_closed(ws: &mut crate::helpers::WsClient, room: &str) {
+    loop {
+        let m = ws.recv().await;
+        if m["type"] == "room_closed" {
+            assert_eq!(m["roomId"], room);
+            return;
+        }
+        assert_eq!(m["type"], "room_joined", "{m}");
+    }
+}
+
+#[tokio::test]
+async fn a_deleted_room_stays_dead_for_check_accept_lookup_and_join() {
+    let app = spawn_app().await;
+    let code = app.create_code("devA").await;
+    let accept = json!({"joinid": code, "client2": "devB"});
+    let roomid = app.post_json("/api/rooms/accept", &accept).await.json()["roomid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let delete = app
+        .send(app.request("DELETE", &format!("/api/rooms?roomid={roomid}")))
+        .await;
+    assert_eq!(delete.json()["deleted"], 1);
+    let check = json!({"joinid": code, "client1": "devA"});
+    let reply = app.post_json("/api/rooms/check", &check).await;
+    assert_eq!(
+        (reply.status, reply.error()),
+        (404, "not_found_or_expired".into())
+    );
+    let reply = app.post_json("/api/rooms/accept", &accept).await;
+    assert_eq!(
+        (reply.status, reply.error()),
+        (404, "not_found_or_expired".into())
+    );
+    assert_eq!(
+        app.get(&format!("/api/rooms?roomid={roomid}")).await.status,
+        404
+    );
+    // A device that still holds the room id cannot bring it back, with or without its id.
+    for join in [
+        json!({"type": "join_room", "roomId": roomid, "deviceId": "devA"}),
+        json!({"type": "join_room", "roomId": roomid}),
+    ] {
+        let mut ws = app.connect_ws().await;
+        ws.send_json(&join).await;
+        let m = ws.expect("room_closed").await;
+        assert_eq!(m["roomId"], roomid.as_str());
+    }
+}
+
+#[tokio::test]
+async fn a_purged_room_stays_dead_for_check_accept_and_join() {
+    let app = spawn_app().await;
+    let code = app.create_code("devA").await;
+    let accept = json!({"joinid": code, "client2": "devB"});
+    let roomid = app.post_json("/api/rooms/accept", &accept).await.json()["roomid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let purge = app
+        .post_json("/api/user/purge", &json!({"deviceId": "devB"}))
+        .await;
+    assert_eq!(purge.json()["roomsDeleted"], 1);
+    let check = json!({"joinid": code, "client1": "devA"});
+    assert_eq!(app.post_json("/api/rooms/check", &check).await.status, 404);
+    assert_eq!(
+        app.post_json("/api/rooms/accept", &accept).await.status,
+        404
+    );
+    let mut ws = app.connect_ws().await;
+    ws.send_json(&json!({"type": "join_room", "roomId": roomid, "deviceId": "devA"}))
+        .await;
+    ws.expect("room_closed").await;
+}
+
+#[tokio::test]
+async fn a_delete_racing_a_join_always_ends_that_membership() {
+    let app = spawn_app().await;
+    for i in 0..30 {
+        let roomid = app.pair(&format!("a{i}"), &format!("b{i}")).await;
+        let mut ws = app.connect_ws().await;
+        let join = json!({"type": "join_room", "roomId": roomid, "deviceId": format!("a{i}")});
+        let delete = app.request("DELETE", &format!("/api/rooms?roomid={roomid}"));
+        // However the two interleave, the joiner ends up told the room is closed.
+        let (_, reply) = tokio::join!(ws.send_json(&join), app.send(delete));
+        assert_eq!(reply.status, 200);
+        expect_room_closed(&mut ws, &roomid).await;
+        ws.send_json(&json!({"type": "webrtc_offer", "sdp": "x"}))
+            .await;
+        ws.expect_error("Not in a valid room for WebRTC signaling")
+            .await;
+    }
+}

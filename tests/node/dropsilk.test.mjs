@@ -3,7 +3,7 @@
 // The contract is ../shared/protocols/dropsilk.md (the original DropSilk backend, as its current
 // web client uses it) plus the decisions recorded in issue 15's brief: DROPSILK_PORT opens the
 // listener; the client address is the socket peer, or the right-most X-Forwarded-For entry from a
-// TRUSTED_PROXIES peer; DROPSILK_ROOM_TTL_SECS sets the sliding room expiry; GUEST_LIMIT counts
+// TRUSTED_PROXIES peer; DROPSILK_ROOM_TTL_SECS sets the sliding room expiry; GUESS_LIMIT counts
 // failed code lookups; stale duplicate sockets no longer evict the live participant; origins,
 // the 1 MiB frame cap, TURN credentials, UploadThing's 501 and the 400 shape of malformed bodies.
 //

@@ -176,6 +176,19 @@ describe("PrivyDrop signaling over Socket.IO", () => {
     await assertNothing([sender, ...receivers], SIGNALS);
   });
 
+  test("an offer and the candidates that follow it reach the receiver in the order they were sent", T, async (t) => {
+    const { roomId, sender, receivers: [r1] } = await roomWith(t, srv.base, 1);
+    sender.emit("offer", { roomId, peerId: r1.id, offer: OFFER, from: sender.id });
+    for (let i = 1; i <= 20; i++) sender.emit("ice-candidate", { candidate: candidate(i), peerId: r1.id, from: sender.id });
+    await r1.next("ice-candidate", { match: (d) => d?.candidate?.candidate === candidate(20).candidate });
+    const order = [{ event: "offer" }, ...Array.from({ length: 19 }, (_, i) => ({ event: "ice-candidate", n: i + 1 }))];
+    const got = r1.take(SIGNALS).map((m) => ({
+      event: m.event,
+      ...(m.event === "ice-candidate" ? { n: Number(m.args[0].candidate.candidate.split(/[: ]/)[1]) } : {}),
+    }));
+    assert.deepEqual(got, order);
+  });
+
   test("from is forwarded exactly as the client sent it, while peerId is always the sender's socket id", T, async (t) => {
     const { roomId, sender, receivers: [r1] } = await roomWith(t, srv.base, 1);
     sender.emit("offer", { roomId, peerId: r1.id, offer: OFFER, from: "not-the-sender-id" });

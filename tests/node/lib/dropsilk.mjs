@@ -10,6 +10,8 @@
 //
 // Every wait is bounded (WAIT_MS) so a missing message fails the test instead of hanging it, and
 // "nothing arrives" is checked by listening for QUIET_MS.
+import { readdirSync, readFileSync } from "node:fs";
+
 import WebSocket from "ws";
 
 import { startServer, wsUrl } from "./server.mjs";
@@ -30,18 +32,51 @@ export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 let dialectMissing = null;
 
+/** Process ids of this process's children (Linux /proc; empty elsewhere). */
+function childPids() {
+  try {
+    return readdirSync("/proc")
+      .filter((name) => /^\d+$/.test(name))
+      .filter((pid) => {
+        try {
+          // /proc/<pid>/stat: "pid (comm) state ppid ..."; comm may contain spaces.
+          const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+          return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === process.pid;
+        } catch {
+          return false;
+        }
+      })
+      .map(Number);
+  } catch {
+    return [];
+  }
+}
+
 /**
  * Starts signalpost with the dropsilk listener. When a first start showed that the binary opens
  * its main listener but never a dropsilk one (the feature is absent), later starts fail at once
  * with that finding instead of each waiting out the harness's start deadline again.
+ *
+ * A start that times out leaves its server running (the harness only rejects); this kills that
+ * one child, by its pid, so the test file can end instead of hanging on it.
  */
 export async function startDropsilk(env = {}) {
   if (dialectMissing) {
     throw new Error(`not starting again: an earlier start never opened the dropsilk listener\n${dialectMissing}`);
   }
+  const before = new Set(childPids());
   try {
     return await startServer({ dialects: ["dropsilk"], env });
   } catch (error) {
+    for (const pid of childPids()) {
+      if (!before.has(pid)) {
+        try {
+          process.kill(pid, "SIGKILL");
+        } catch {
+          // already gone
+        }
+      }
+    }
     const message = String(error?.message ?? error);
     if (/signalpost listening on/.test(message) && !/dropsilk listening on/.test(message)) {
       dialectMissing = message.slice(0, 2_000);
