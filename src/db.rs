@@ -24,6 +24,10 @@ mod embedded {
 /// How long a statement waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a health probe waits for another connection's write lock: less than the health
+/// check's own deadline, so a probe never outlasts the request that asked for it.
+const PING_BUSY_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// Pooled connections. WAL lets readers proceed beside the one writer; more connections than cores
 /// mostly add lock contention.
 const POOL_SIZE: u32 = 8;
@@ -231,7 +235,11 @@ impl Store {
     {
         let (answer, answered) = oneshot::channel();
         let job: WriteJob = Box::new(move |conn| {
-            // The caller may have given up (a timed-out health check); nothing to do then.
+            // A caller that gave up (a timed-out health check) is not waiting for this: skip
+            // it rather than spend the writer's time on it ahead of real writes.
+            if answer.is_closed() {
+                return;
+            }
             let _ = answer.send(f(conn));
         });
         self.writes
@@ -260,12 +268,17 @@ impl Store {
     /// not written (another process holding a write transaction, a read-only file) is not
     /// healthy; `SELECT 1` alone would not even touch the file.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        // Through the writer, so a writer stuck behind a lock shows up too.
+        // Through the writer, so a writer stuck behind a lock shows up too; with a short busy
+        // timeout, so a probe of a locked database holds the writer only briefly.
         self.with_writer(|c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))?;
-            tx.rollback()?;
-            Ok(())
+            c.busy_timeout(PING_BUSY_TIMEOUT)?;
+            let probe = (|| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                tx.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))?;
+                tx.rollback()
+            })();
+            c.busy_timeout(BUSY_TIMEOUT)?;
+            Ok(probe?)
         })
         .await
     }

@@ -6,32 +6,69 @@ use warp::http::StatusCode;
 use warp::reply::{Reply, Response};
 use warp::{Filter, Rejection};
 
+use std::sync::Arc;
+
+use super::client_key;
 use super::error::ApiError;
 use crate::config::Secret;
+use crate::limits::Limiters;
+use crate::limits::client::ClientKey;
 use crate::signaling::hub::ROOM_CAPACITY;
 use crate::state::AppState;
 
 /// Passes requests carrying `Authorization: Bearer <token>`. Without a configured token the
-/// endpoint does not exist (404), so an unconfigured server exposes nothing.
+/// endpoint does not exist (404), so an unconfigured server exposes nothing. A wrong token
+/// counts as a failed guess of the client's (see [`verify`]).
 pub fn require_admin(
     token: Option<Secret>,
+    limits: Arc<Limiters>,
 ) -> impl Filter<Extract = (), Error = Rejection> + Clone {
     warp::header::optional::<String>("authorization")
-        .and_then(move |auth: Option<String>| {
+        .and(client_key(limits.clone()))
+        .and_then(move |auth: Option<String>, key: ClientKey| {
             let token = token.clone();
+            let limits = limits.clone();
             async move {
                 let Some(token) = token else {
                     return Err(warp::reject::not_found());
                 };
                 let presented = auth.as_deref().and_then(bearer);
-                if presented.is_some_and(|p| token.matches(p)) {
-                    Ok(())
-                } else {
-                    Err(warp::reject::custom(ApiError::Unauthorized))
-                }
+                verify(&limits, key, presented.is_some(), || {
+                    presented.is_some_and(|p| token.matches(p))
+                })
+                .map_err(warp::reject::custom)
             }
         })
         .untuple_one()
+}
+
+/// Checks credentials presented to an operator endpoint. A request without any is simply
+/// unauthorized; a wrong one counts as a failed guess, exactly like a join code that is not
+/// live, so the same lock-out ends token guessing; a locked-out client gets 429 whatever it
+/// presents.
+pub fn verify(
+    limits: &Arc<Limiters>,
+    key: ClientKey,
+    presented: bool,
+    matches: impl FnOnce() -> bool,
+) -> Result<(), ApiError> {
+    if !presented {
+        return Err(ApiError::Unauthorized);
+    }
+    let ticket = limits.guesses.reserve(key).map_err(|wait| {
+        log::info!("operator endpoint refused: {key} is locked out");
+        ApiError::TooManyRequests(wait)
+    })?;
+    if matches() {
+        ticket.succeeded();
+        Ok(())
+    } else {
+        log::info!("operator endpoint refused: wrong token or key ({key})");
+        if let Some(block) = ticket.failed() {
+            log::warn!("token guessing: {key} locked out for {}s", block.as_secs());
+        }
+        Err(ApiError::Unauthorized)
+    }
 }
 
 /// The token of an `Authorization: Bearer <token>` header.
@@ -60,7 +97,7 @@ pub fn rooms(state: AppState) -> BoxedFilter<(Response,)> {
     let token = state.config().admin_token.clone();
     warp::path!("rooms")
         .and(warp::get())
-        .and(require_admin(token))
+        .and(require_admin(token, state.limits().clone()))
         .and(super::with_state(state))
         .then(|state: AppState| async move { room_list(&state) })
         .boxed()

@@ -52,9 +52,12 @@ pub enum ApiError {
     /// The client holds its maximum of live codes; retry after this long.
     #[error("too_many_pending")]
     TooManyPending(std::time::Duration),
-    /// A WebSocket from an origin not in `ALLOWED_ORIGINS`.
+    /// A request from an origin not in `ALLOWED_ORIGINS`.
     #[error("origin_not_allowed")]
     OriginNotAllowed,
+    /// A POST or DELETE whose `Content-Type` is not JSON.
+    #[error("unsupported_media_type")]
+    UnsupportedMediaType,
     /// The server holds its maximum of WebSocket connections.
     #[error("server_full")]
     ServerFull,
@@ -108,6 +111,7 @@ impl ApiError {
             Self::UnsupportedWebSocketVersion => StatusCode::BAD_REQUEST,
             Self::TooManyRequests(_) | Self::TooManyPending(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::OriginNotAllowed => StatusCode::FORBIDDEN,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::NoCodeAvailable | Self::ServerFull => StatusCode::SERVICE_UNAVAILABLE,
             Self::TurnNotConfigured => StatusCode::NOT_IMPLEMENTED,

@@ -87,14 +87,18 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let mut routes = preflight
         .or(root_and_websocket(state.clone()))
         .unify()
-        .or(admin::rooms(state.clone()))
-        .unify()
         .or(web::routes())
         .unify()
-        .or(ops::routes(state.clone()))
+        .or(ops::keep_alive())
         .unify()
         .boxed();
-    let mut api = turn::routes(state.clone());
+    // Everything an operator or a REST client calls counts against the client's REST rate.
+    let mut limited = turn::routes(state.clone())
+        .or(ops::routes(state.clone()))
+        .unify()
+        .or(admin::rooms(state.clone()))
+        .unify()
+        .boxed();
     if let Some(store) = state.store() {
         let pairing = pairing::Pairing {
             store: store.clone(),
@@ -103,12 +107,13 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
             max_pending_ttl: state.config().max_pending_ttl(),
             max_pending_per_client: state.config().limits.max_pending_per_client,
         };
-        api = api.or(pairing::routes(pairing)).unify().boxed();
+        limited = limited.or(pairing::routes(pairing)).unify().boxed();
     }
-    let api = rest_rate_limit(state.clone()).and(api);
-    routes = routes.or(api).unify().boxed();
+    let limited = rest_rate_limit(state.clone()).and(limited);
+    routes = routes.or(limited).unify().boxed();
     let origins = state.config().allowed_origins.clone();
-    routes
+    request_guard(state.clone())
+        .and(routes)
         .recover(error::recover)
         .unify()
         .map(ops::count_refusals(state.clone()))
@@ -119,7 +124,65 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-/// Counts every `/api/` request against its client's REST rate.
+/// GET, and HEAD answered like it without the body (hyper leaves the body out): uptime monitors
+/// probe with HEAD.
+pub fn get_or_head() -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::get().or(warp::head()).unify()
+}
+
+/// Paths whose every request counts against the client's REST rate: the API and the operator
+/// endpoints (which would otherwise be a free lever: a database probe or a token guess each).
+fn is_rate_limited(path: &str) -> bool {
+    path.starts_with("/api/")
+        || matches!(path, "/health" | "/stats" | "/metrics" | "/rooms" | "/logs")
+}
+
+/// Refuses, before anything else runs, what a hostile page could make a visitor's browser send:
+/// a request from an origin not in `ALLOWED_ORIGINS` (403, whatever the path), and a POST or
+/// DELETE whose `Content-Type` is not JSON (415), which a page can send without a CORS
+/// preflight. A missing `Origin` (native apps, curl) or `Content-Type` (some native clients)
+/// is accepted.
+fn request_guard(state: AppState) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    let allowed = state.config().allowed_origins.clone();
+    let metrics = state.metrics().clone();
+    warp::method()
+        .and(warp::header::optional::<String>("origin"))
+        .and(warp::header::optional::<String>("content-type"))
+        .and_then(
+            move |method: Method, origin: Option<String>, content_type: Option<String>| {
+                let refusal = match (&allowed, origin) {
+                    (Some(allowed), Some(origin)) if !allowed.allows(&origin) => {
+                        metrics.refused(Refusal::Origin);
+                        log::info!("request refused: origin not allowed");
+                        Some(ApiError::OriginNotAllowed)
+                    }
+                    _ if (method == Method::POST || method == Method::DELETE)
+                        && content_type.as_deref().is_some_and(|t| !is_json(t)) =>
+                    {
+                        log::debug!("request refused: not JSON");
+                        Some(ApiError::UnsupportedMediaType)
+                    }
+                    _ => None,
+                };
+                async move {
+                    match refusal {
+                        Some(e) => Err(warp::reject::custom(e)),
+                        None => Ok(()),
+                    }
+                }
+            },
+        )
+        .untuple_one()
+}
+
+/// Whether a `Content-Type` is `application/json`, parameters (`; charset=utf-8`) allowed.
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    essence.eq_ignore_ascii_case("application/json")
+}
+
+/// Counts every request of a [rate-limited path](is_rate_limited) against its client's REST
+/// rate.
 fn rest_rate_limit(state: AppState) -> impl Filter<Extract = (), Error = Rejection> + Clone {
     let limits = state.limits().clone();
     let metrics = state.metrics().clone();
@@ -129,7 +192,7 @@ fn rest_rate_limit(state: AppState) -> impl Filter<Extract = (), Error = Rejecti
             let limits = limits.clone();
             let metrics = metrics.clone();
             async move {
-                if !path.as_str().starts_with("/api/") {
+                if !is_rate_limited(path.as_str()) {
                     return Err(warp::reject::not_found());
                 }
                 limits.rest.check(key).map_err(|wait| {
@@ -148,7 +211,7 @@ fn root_and_websocket(state: AppState) -> BoxedFilter<(Response,)> {
     let ws = warp::path!("ws").map(|| true);
     root.or(ws)
         .unify()
-        .and(warp::get())
+        .and(get_or_head())
         .and(warp::header::headers_cloned())
         .and(warp::ext::optional::<OnUpgrade>())
         .and(client_key(state.limits().clone()))
@@ -173,21 +236,14 @@ fn root_and_websocket(state: AppState) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-/// Admission of a WebSocket: origin, upgrade rate, connection slots, then the handshake.
+/// Admission of a WebSocket: upgrade rate, connection slots, then the handshake.
 fn websocket(
     state: &AppState,
     headers: &HeaderMap,
     on_upgrade: Option<OnUpgrade>,
     key: ClientKey,
 ) -> Result<Response, ApiError> {
-    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    if let (Some(allowed), Some(origin)) = (&state.config().allowed_origins, origin)
-        && !allowed.allows(origin)
-    {
-        state.metrics().refused(Refusal::Origin);
-        log::info!("websocket refused: origin not allowed ({key})");
-        return Err(ApiError::OriginNotAllowed);
-    }
+    // The origin was checked for every request by the request guard.
     let limits = state.limits();
     limits.upgrades.check(key).map_err(|wait| {
         state.metrics().refused(Refusal::Rate);

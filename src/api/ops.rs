@@ -14,27 +14,31 @@ use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::{Reply, Response};
 use warp::{Filter, Rejection};
 
-use super::admin::bearer;
+use std::sync::Arc;
+
+use super::admin::{bearer, verify};
 use super::error::ApiError;
 use super::with_state;
+use super::{client_key, get_or_head};
 use crate::config::Secret;
+use crate::limits::Limiters;
+use crate::limits::client::ClientKey;
 use crate::state::AppState;
 use crate::telemetry::metrics::{self, Live};
 use crate::telemetry::{PairingOutcome, Refusal, logging, process};
 
 /// How long `/health` waits for the database before calling the server degraded: a healthy
-/// SQLite answers in microseconds; a second leaves room for a busy disk and still fits inside
-/// the usual probe timeouts (Docker, Kubernetes and load balancers default to a few seconds).
-pub const HEALTH_DB_TIMEOUT: Duration = Duration::from_secs(1);
+/// SQLite answers in microseconds; 700 ms leaves room for a busy disk, and with the rest of the
+/// request the answer still comes within a second, inside every usual probe timeout (Docker,
+/// Kubernetes and load balancers default to a few seconds).
+pub const HEALTH_DB_TIMEOUT: Duration = Duration::from_millis(700);
 
 /// The `/keep-alive` answer.
 pub const KEEP_ALIVE: &str = "OK";
 
-/// Every operator route.
+/// Every operator route but [`keep_alive`] (which does no work worth limiting).
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     health(state.clone())
-        .or(keep_alive())
-        .unify()
         .or(stats(state.clone()))
         .unify()
         .or(metrics_route(state.clone()))
@@ -68,7 +72,7 @@ struct Health {
 /// GET /health
 fn health(state: AppState) -> BoxedFilter<(Response,)> {
     warp::path!("health")
-        .and(warp::get())
+        .and(get_or_head())
         .and(with_state(state))
         .then(|state: AppState| async move { health_answer(&state).await })
         .boxed()
@@ -105,9 +109,9 @@ async fn health_answer(state: &AppState) -> Response {
 }
 
 /// GET /keep-alive
-fn keep_alive() -> BoxedFilter<(Response,)> {
+pub fn keep_alive() -> BoxedFilter<(Response,)> {
     warp::path!("keep-alive")
-        .and(warp::get())
+        .and(get_or_head())
         .map(|| plain_text(KEEP_ALIVE.to_owned()))
         .boxed()
 }
@@ -144,7 +148,7 @@ struct Memory {
 /// GET /stats
 fn stats(state: AppState) -> BoxedFilter<(Response,)> {
     warp::path!("stats")
-        .and(warp::get())
+        .and(get_or_head())
         .and(with_state(state))
         .then(|state: AppState| async move {
             let live = live(&state).await;
@@ -205,8 +209,8 @@ async fn live(state: &AppState) -> Live {
 fn metrics_route(state: AppState) -> BoxedFilter<(Response,)> {
     let token = state.config().metrics_token.clone();
     warp::path!("metrics")
-        .and(warp::get())
-        .and(optional_bearer(token))
+        .and(get_or_head())
+        .and(optional_bearer(token, state.limits().clone()))
         .and(with_state(state))
         .then(|state: AppState| async move {
             let live = live(&state).await;
@@ -222,27 +226,25 @@ fn metrics_route(state: AppState) -> BoxedFilter<(Response,)> {
 }
 
 /// Passes requests with `Authorization: Bearer <token>` when a token is set, and every request
-/// when none is.
-fn optional_bearer(token: Option<Secret>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+/// when none is. A wrong token counts as a failed guess (see [`super::admin::verify`]).
+fn optional_bearer(
+    token: Option<Secret>,
+    limits: Arc<Limiters>,
+) -> impl Filter<Extract = (), Error = Rejection> + Clone {
     warp::header::optional::<String>("authorization")
-        .and_then(move |auth: Option<String>| {
+        .and(client_key(limits.clone()))
+        .and_then(move |auth: Option<String>, key: ClientKey| {
             let token = token.clone();
+            let limits = limits.clone();
             async move {
-                match token {
-                    None => Ok(()),
-                    Some(token)
-                        if auth
-                            .as_deref()
-                            .and_then(bearer)
-                            .is_some_and(|p| token.matches(p)) =>
-                    {
-                        Ok(())
-                    }
-                    Some(_) => {
-                        log::info!("metrics refused: missing or wrong bearer token");
-                        Err(warp::reject::custom(ApiError::Unauthorized))
-                    }
-                }
+                let Some(token) = token else {
+                    return Ok(());
+                };
+                let presented = auth.as_deref().and_then(bearer);
+                verify(&limits, key, presented.is_some(), || {
+                    presented.is_some_and(|p| token.matches(p))
+                })
+                .map_err(warp::reject::custom)
             }
         })
         .untuple_one()
@@ -252,24 +254,28 @@ fn optional_bearer(token: Option<Secret>) -> impl Filter<Extract = (), Error = R
 fn logs(state: AppState) -> BoxedFilter<(Response,)> {
     let admin = state.config().admin_token.clone();
     let key = state.config().log_access_key.clone();
+    let limits = state.limits().clone();
     warp::path!("logs")
-        .and(warp::get())
+        .and(get_or_head())
         .and(warp::header::optional::<String>("authorization"))
         .and(warp::query::<HashMap<String, String>>())
+        .and(client_key(limits.clone()))
         .map(
-            move |auth: Option<String>, query: HashMap<String, String>| {
+            move |auth: Option<String>, query: HashMap<String, String>, client: ClientKey| {
                 let presented = Presented {
                     bearer: auth.as_deref().and_then(bearer),
                     key: query.get("key").map(String::as_str),
                 };
-                match logs_access(admin.as_ref(), key.as_ref(), &presented) {
+                if admin.is_none() && key.is_none() {
+                    return ApiError::NotFound.to_response();
+                }
+                let offered = presented.bearer.is_some() || presented.key.is_some();
+                let access = verify(&limits, client, offered, || {
+                    logs_access(admin.as_ref(), key.as_ref(), &presented).is_ok()
+                });
+                match access {
                     Ok(()) => no_store(plain_text(logging::recent())),
-                    Err(e) => {
-                        if matches!(e, ApiError::Unauthorized) {
-                            log::info!("logs refused: missing or wrong token or key");
-                        }
-                        e.to_response()
-                    }
+                    Err(e) => e.to_response(),
                 }
             },
         )

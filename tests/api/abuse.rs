@@ -7,7 +7,7 @@ use futures_util::SinkExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use crate::helpers::{Reply, TestApp, spawn_app_with};
+use crate::helpers::{Reply, TestApp, spawn_app, spawn_app_with};
 
 async fn post_from(
     app: &TestApp,
@@ -399,8 +399,9 @@ async fn cors_reflects_an_allowed_origin_and_omits_others() {
         .await;
     assert_eq!(other.header("access-control-allow-origin"), None);
     assert_eq!(
-        other.status, 200,
-        "REST is not refused, the browser is just not allowed to read it"
+        (other.status, other.error()),
+        (403, "origin_not_allowed".to_owned()),
+        "a foreign page cannot make its visitors act"
     );
 
     let open = spawn_app_with(|_| {}).await;
@@ -459,5 +460,147 @@ async fn answers_carry_security_headers() {
                 .unwrap()
                 .contains("default-src 'none'")
         );
+    }
+}
+
+#[tokio::test]
+async fn with_allowed_origins_set_any_request_from_another_origin_is_refused_before_it_acts() {
+    let app =
+        spawn_app_with(|c| c.allowed_origins = Some("https://app.example.com".parse().unwrap()))
+            .await;
+    let create = json!({"client1": "victim", "expiresInSeconds": 60}).to_string();
+    for (method, path) in [
+        ("POST", "/api/rooms"),
+        ("POST", "/api/rooms/accept"),
+        ("GET", "/api/rooms?roomid=x"),
+        ("DELETE", "/api/rooms?roomid=x"),
+        ("GET", "/health"),
+        ("GET", "/api/turn-credentials"),
+        ("OPTIONS", "/api/rooms"),
+    ] {
+        let reply = app
+            .send(
+                app.request(method, path)
+                    .header("origin", "https://evil.example.net")
+                    .header("content-type", "text/plain")
+                    .body(create.clone()),
+            )
+            .await;
+        assert_eq!(reply.status, 403, "{method} {path}: {}", reply.body);
+        assert_eq!(reply.json(), json!({"error": "origin_not_allowed"}));
+    }
+    let count: i64 = app
+        .db()
+        .query_row("SELECT count(*) FROM pendings", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(count, 0, "the refused create did nothing");
+    // The allowed origin, and clients that send no Origin at all, are served.
+    let allowed = app
+        .send(
+            app.request("POST", "/api/rooms")
+                .header("origin", "https://app.example.com")
+                .header("content-type", "application/json")
+                .body(create.clone()),
+        )
+        .await;
+    assert_eq!(allowed.status, 201);
+    let native = app
+        .send(app.request("POST", "/api/rooms").body(create))
+        .await;
+    assert_eq!(native.status, 201);
+}
+
+#[tokio::test]
+async fn posts_and_deletes_that_are_not_json_get_415_whatever_the_settings() {
+    let app = spawn_app().await;
+    let body = json!({"client1": "d", "expiresInSeconds": 60}).to_string();
+    for content_type in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ] {
+        for (method, path) in [
+            ("POST", "/api/rooms"),
+            ("POST", "/api/user/purge"),
+            ("DELETE", "/api/rooms"),
+        ] {
+            let reply = app
+                .send(
+                    app.request(method, path)
+                        .header("content-type", content_type)
+                        .body(body.clone()),
+                )
+                .await;
+            assert_eq!(reply.status, 415, "{method} {path} as {content_type}");
+            assert_eq!(reply.json(), json!({"error": "unsupported_media_type"}));
+        }
+    }
+    for content_type in [
+        Some("application/json"),
+        Some("Application/JSON; charset=utf-8"),
+        None,
+    ] {
+        let mut request = app.request("POST", "/api/rooms").body(body.clone());
+        if let Some(t) = content_type {
+            request = request.header("content-type", t);
+        }
+        assert_eq!(app.send(request).await.status, 201, "{content_type:?}");
+    }
+}
+
+#[tokio::test]
+async fn operator_endpoints_count_toward_the_rest_rate() {
+    for path in ["/health", "/stats", "/metrics", "/rooms", "/logs"] {
+        let app = spawn_app_with(|c| {
+            c.limits.rest_burst = 2;
+            c.limits.rest_rate_per_min = 1;
+        })
+        .await;
+        app.get(path).await;
+        app.get(path).await;
+        assert_too_many(&app.get(path).await);
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_operator_token_counts_as_a_failed_guess() {
+    let app = spawn_app_with(|c| {
+        c.limits.guess_limit = 3;
+        c.admin_token = Some("admin-secret".parse().unwrap());
+        c.metrics_token = Some("metrics-secret".parse().unwrap());
+    })
+    .await;
+    let with_bearer = |path: &str, token: &str| {
+        app.request("GET", path)
+            .header("authorization", format!("Bearer {token}"))
+    };
+    assert_eq!(app.send(with_bearer("/rooms", "guess1")).await.status, 401);
+    assert_eq!(
+        app.send(with_bearer("/metrics", "guess2")).await.status,
+        401
+    );
+    assert_eq!(app.get("/logs?key=guess3").await.status, 401);
+    // Locked out: even the right token is refused, and so are join codes.
+    assert_too_many(&app.send(with_bearer("/rooms", "admin-secret")).await);
+    let accept = json!({"joinid": "123456", "client2": "x"});
+    assert_too_many(&app.post_json("/api/rooms/accept", &accept).await);
+}
+
+#[tokio::test]
+async fn a_right_operator_token_and_a_missing_one_count_as_no_guess() {
+    let app = spawn_app_with(|c| {
+        c.limits.guess_limit = 2;
+        c.admin_token = Some("admin-secret".parse().unwrap());
+    })
+    .await;
+    for _ in 0..5 {
+        assert_eq!(app.get("/rooms").await.status, 401);
+        let reply = app
+            .send(
+                app.request("GET", "/rooms")
+                    .header("authorization", "Bearer admin-secret"),
+            )
+            .await;
+        assert_eq!(reply.status, 200);
     }
 }

@@ -573,3 +573,19 @@ fn secrets_never_show_in_the_configuration_s_debug_output() {
     let debug = format!("{config:?}");
     assert!(!debug.contains("s3cret"), "{debug}");
 }
+
+#[tokio::test]
+async fn head_is_answered_like_get_without_a_body_for_uptime_monitors() {
+    let app = spawn_app().await;
+    for path in ["/", "/health", "/keep-alive"] {
+        let get = app.get(path).await;
+        let head = app.send(app.request("HEAD", path)).await;
+        assert_eq!(head.status, get.status, "{path}");
+        assert_eq!(head.body, "", "{path}");
+        assert_eq!(
+            head.header("content-type"),
+            get.header("content-type"),
+            "{path}"
+        );
+    }
+}
