@@ -270,7 +270,20 @@ impl std::fmt::Debug for SecretList {
 pub type StringList = Vec<String>;
 
 fn parse_secret_list(s: &str) -> Result<SecretList, String> {
-    Ok(SecretList(crate::turn::parse_list(s)))
+    let secrets = crate::turn::parse_list(s);
+    // The compose file hands the secrets to coturn on its command line, where whitespace splits
+    // a secret in two: coturn would then refuse every credential signed with it.
+    if secrets
+        .iter()
+        .any(|secret| secret.chars().any(char::is_whitespace))
+    {
+        return Err(
+            "a TURN secret cannot contain whitespace (coturn would read it as two); \
+                    generate one with `openssl rand -base64 32`"
+                .into(),
+        );
+    }
+    Ok(SecretList(secrets))
 }
 
 fn parse_string_list(s: &str) -> Result<StringList, String> {
@@ -386,6 +399,16 @@ mod tests {
             let c = Config::try_parse_from(["signalpost", "--use-sqlite", v]).unwrap();
             assert!(!c.use_sqlite, "{v}");
         }
+    }
+
+    #[test]
+    fn a_turn_secret_with_whitespace_is_refused_at_start() {
+        let err = Config::try_parse_from(["signalpost", "--turn-secret", "two words"]).unwrap_err();
+        assert!(err.to_string().contains("whitespace"), "{err}");
+        let err =
+            Config::try_parse_from(["signalpost", "--turn-secret", "ok,tab\there"]).unwrap_err();
+        assert!(err.to_string().contains("whitespace"), "{err}");
+        assert!(Config::try_parse_from(["signalpost", "--turn-secret", " a , b "]).is_ok());
     }
 
     #[test]

@@ -198,18 +198,24 @@ impl Store {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        let manager = SqliteConnectionManager::file(path).with_init(configure_connection);
-        let pool = Pool::builder()
-            .max_size(POOL_SIZE)
-            .connection_timeout(BUSY_TIMEOUT)
-            .build(manager)?;
+        // The writer first, alone: it switches the file to WAL (which needs the database to
+        // itself) and migrates it before any pooled connection exists. Opening the pool first
+        // made its connections race each other and the migrations for that lock ("database is
+        // locked" errors at start, and retries).
         let mut writer = Connection::open(path)?;
         configure_connection(&mut writer)?;
+        writer.execute_batch("PRAGMA journal_mode = WAL;")?;
         // The writer never checkpoints on commit: copying the WAL back into the database (and
         // syncing it) would land on whichever request happened to commit the 1000th page.
         // [`Store::checkpoint`] does it off the request path instead.
         writer.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
         embedded::migrations::runner().run(&mut writer)?;
+        // WAL is a property of the file now; pooled connections only read it.
+        let manager = SqliteConnectionManager::file(path).with_init(configure_connection);
+        let pool = Pool::builder()
+            .max_size(POOL_SIZE)
+            .connection_timeout(BUSY_TIMEOUT)
+            .build(manager)?;
         let (writes, jobs) = mpsc::channel::<WriteJob>(WRITE_QUEUE);
         std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -577,12 +583,13 @@ pub async fn run_checkpoints(store: Store, shutdown: tokio_util::sync::Cancellat
     }
 }
 
-/// Per-connection settings, applied to every pooled connection when it is opened.
+/// Per-connection settings, applied to the writer and to every pooled connection when it is
+/// opened. (WAL, set once by the writer, means readers never block the writer.)
 fn configure_connection(c: &mut Connection) -> Result<(), rusqlite::Error> {
     c.busy_timeout(BUSY_TIMEOUT)?;
-    // WAL: readers never block the writer. synchronous=NORMAL: a commit is in the WAL file before
-    // it is acknowledged, so a killed process loses nothing acknowledged (only power loss could).
-    c.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+    // synchronous=NORMAL: in WAL mode a commit is in the WAL file before it is acknowledged,
+    // so a killed process loses nothing acknowledged (only power loss could).
+    c.execute_batch("PRAGMA synchronous = NORMAL;")
 }
 
 /// Inserts a pending code unless a live row holds it. One statement, so it is atomic on its own.

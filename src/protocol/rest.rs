@@ -130,9 +130,10 @@ pub fn parse_instant(s: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.and_utc())
 }
 
-/// An instant as the API answers it: RFC 3339 in UTC with a `Z`, fractions only when present.
+/// An instant as the API answers it: RFC 3339 in UTC with a `Z` and always three fraction
+/// digits (`YYYY-MM-DDTHH:MM:SS.sssZ`), since clients parse it with a fixed format.
 pub fn format_instant(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 /// `POST /api/rooms/accept`: client2 accepts a code.
@@ -354,8 +355,10 @@ mod tests {
     }
 
     #[test]
-    fn instants_are_answered_in_utc_with_z() {
+    fn instants_are_answered_in_utc_with_z_and_milliseconds() {
         let t = parse_instant("2030-01-01T02:00:00+02:00").unwrap();
-        assert_eq!(format_instant(t), "2030-01-01T00:00:00Z");
+        assert_eq!(format_instant(t), "2030-01-01T00:00:00.000Z");
+        let t = parse_instant("2030-01-01T00:00:00.256789Z").unwrap();
+        assert_eq!(format_instant(t), "2030-01-01T00:00:00.256Z");
     }
 }

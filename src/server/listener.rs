@@ -29,6 +29,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -97,6 +98,8 @@ pub struct PeerAddr(pub SocketAddr);
 struct Clock {
     start: Instant,
     state: AtomicU64,
+    /// Wakes the watchdog when the phase changes, so it can move its deadline.
+    changed: Notify,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +122,7 @@ impl Clock {
         Self {
             start: Instant::now(),
             state: AtomicU64::new(0),
+            changed: Notify::new(),
         }
     }
 
@@ -148,6 +152,7 @@ impl Clock {
 
     fn set(&self, phase: Phase) {
         self.state.store(self.encode(phase), Ordering::Release);
+        self.changed.notify_one();
     }
 
     fn get(&self) -> (u64, Phase, Instant) {
@@ -162,9 +167,13 @@ impl Clock {
         if state >> PHASE_SHIFT == 2 {
             let next = self.encode(Phase::Headers);
             // Lost only to a concurrent phase change, which is newer news.
-            let _ = self
+            if self
                 .state
-                .compare_exchange(state, next, Ordering::AcqRel, Ordering::Acquire);
+                .compare_exchange(state, next, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                self.changed.notify_one();
+            }
         }
     }
 }
@@ -181,9 +190,14 @@ async fn watchdog(clock: &Clock, timeouts: HttpTimeouts) {
             Phase::Busy => Instant::now() + timeouts.header,
             Phase::Upgraded => return std::future::pending().await,
         };
-        tokio::time::sleep_until(deadline).await;
-        if phase != Phase::Busy && clock.state.load(Ordering::Acquire) == state {
-            return;
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {
+                if phase != Phase::Busy && clock.state.load(Ordering::Acquire) == state {
+                    return;
+                }
+            }
+            // The phase changed: look again with its deadline.
+            _ = clock.changed.notified() => {}
         }
     }
 }
@@ -415,6 +429,21 @@ mod tests {
         let t1 = Instant::now();
         watchdog(&clock, timeouts).await;
         assert_eq!(Instant::now() - t1, Duration::from_secs(75));
+
+        // A request ends early in a long header timeout: the keep-alive time runs from then.
+        let clock = Arc::new(Clock::new());
+        let watched = tokio::spawn({
+            let clock = clock.clone();
+            async move {
+                let t = Instant::now();
+                watchdog(&clock, timeouts).await;
+                Instant::now() - t
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        clock.set(Phase::Busy);
+        clock.set(Phase::Idle);
+        assert_eq!(watched.await.unwrap(), Duration::from_secs(76));
 
         // A byte arrives on an idle connection: the header timeout runs from then.
         clock.set(Phase::Idle);

@@ -131,6 +131,8 @@ struct State {
     shutting_down: bool,
     /// Counts room deletions and purges; see [`Hub::epoch`].
     epoch: u64,
+    /// Rooms with both members, kept up to date so that stats never scan the rooms.
+    ready: usize,
     /// Rooms deleted or purged lately, with the epoch of their end and when it was.
     closed: HashMap<RoomId, (u64, Instant)>,
 }
@@ -247,6 +249,9 @@ impl Hub {
         }
         let r = state.rooms.entry(room.clone()).or_default();
         r.members.push(client);
+        if r.members.len() == ROOM_CAPACITY {
+            state.ready += 1;
+        }
         r.log.joined(client, device.as_ref(), Instant::now());
         let count = r.members.len();
         let joined = room_joined(r, client, room.clone());
@@ -351,6 +356,9 @@ impl Hub {
         let Some(r) = state.rooms.remove(room) else {
             return 0;
         };
+        if r.members.len() == ROOM_CAPACITY {
+            state.ready -= 1;
+        }
         for id in &r.members {
             if let Some(m) = state.members.get_mut(id) {
                 m.room = None;
@@ -376,6 +384,7 @@ impl Hub {
         }
         let now = Instant::now();
         let rooms: Vec<(RoomId, Room)> = state.rooms.drain().collect();
+        state.ready = 0;
         let mut stories = std::mem::take(&mut state.ended);
         for (id, room) in rooms {
             for member in &room.members {
@@ -419,17 +428,13 @@ impl Hub {
         clients.len()
     }
 
-    /// Live counts.
+    /// Live counts, kept up to date as rooms change: no scan under the lock.
     pub fn counts(&self) -> HubCounts {
         let state = self.state.lock().unwrap();
         HubCounts {
             connections: state.members.len(),
             rooms: state.rooms.len(),
-            rooms_ready: state
-                .rooms
-                .values()
-                .filter(|r| r.members.len() == ROOM_CAPACITY)
-                .count(),
+            rooms_ready: state.ready,
         }
     }
 
@@ -483,7 +488,11 @@ fn remove_from_room(state: &mut State, client: ClientId, room: &RoomId, how: Dep
     let Some(r) = state.rooms.get_mut(room) else {
         return;
     };
+    let was_ready = r.members.len() == ROOM_CAPACITY;
     r.members.retain(|id| *id != client);
+    if was_ready && r.members.len() < ROOM_CAPACITY {
+        state.ready -= 1;
+    }
     let peer_id = client.to_string();
     let notice = match how {
         Departure::Left | Departure::Purged => ServerMessage::PeerLeft {
@@ -649,5 +658,37 @@ mod tests {
         hub.join(a, room("r"), None, 0);
         assert_eq!(hub.leave(a), Some(room("r")));
         assert_eq!(hub.counts().rooms, 0);
+    }
+
+    #[test]
+    fn the_ready_count_follows_every_change_without_a_scan() {
+        let hub = Hub::new();
+        let scan = |hub: &Hub| {
+            let state = hub.state.lock().unwrap();
+            state
+                .rooms
+                .values()
+                .filter(|r| r.members.len() == ROOM_CAPACITY)
+                .count()
+        };
+        let clients: Vec<_> = (0..8).map(|_| hub.connect(bounds(64))).collect();
+        let id = |i: usize| clients[i].0;
+        let check = |hub: &Hub| assert_eq!(hub.counts().rooms_ready, scan(hub));
+        for i in 0..8 {
+            hub.join(id(i), room(&format!("r{}", i / 2)), None, 0);
+            check(&hub);
+        }
+        hub.leave(id(0));
+        check(&hub);
+        hub.disconnect(id(2));
+        check(&hub);
+        hub.join(id(1), room("r1"), None, 0);
+        check(&hub);
+        hub.close_room(&room("r2"));
+        check(&hub);
+        hub.join(id(4), room("r3"), None, 0);
+        check(&hub);
+        hub.shut_down();
+        check(&hub);
     }
 }

@@ -357,3 +357,38 @@ fn pairings_acknowledged_before_a_sigkill_mid_flight_survive_it_and_nothing_else
     let acknowledged: usize = ledgers.iter().map(|l| l.accepted.len()).sum();
     assert!(acknowledged >= 400);
 }
+
+#[test]
+fn a_fresh_database_starts_without_an_error_line() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    for _ in 0..8 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_signalpost"))
+            .env("HOST", "127.0.0.1")
+            .env("PORT", "0")
+            .env("RUST_LOG", "info")
+            .env("SQLITE_DB_PATH", dir.path().join("fresh.db"))
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut until_listening = Vec::new();
+        for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+            let line = line.unwrap();
+            let done = line.contains("listening on ");
+            until_listening.push(line);
+            if done {
+                break;
+            }
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let start = until_listening.join("\n");
+        assert!(start.contains("listening on "), "{start}");
+        assert!(
+            !start.contains("ERROR") && !start.contains("WARN"),
+            "{start}"
+        );
+    }
+}

@@ -81,8 +81,29 @@ async fn create_accepts_the_sql_timestamp_format_as_utc() {
         )
         .await;
     assert_eq!(reply.status, 201, "{}", reply.body);
-    let expected = exp.replace(' ', "T") + "Z";
+    let expected = exp.replace(' ', "T") + ".000Z";
     assert_eq!(reply.json()["exp"], expected);
+}
+
+#[tokio::test]
+async fn exp_is_always_answered_with_milliseconds() {
+    let app = spawn_app().await;
+    let soon = chrono::Utc::now() + chrono::Duration::minutes(5);
+    let forms = [
+        json!({"expiresInSeconds": 60}),
+        json!({"exp": soon.format("%Y-%m-%d %H:%M:%S").to_string()}),
+        json!({"exp": soon.format("%Y-%m-%dT%H:%M:%SZ").to_string()}),
+        json!({"exp": soon.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string()}),
+    ];
+    for (i, form) in forms.into_iter().enumerate() {
+        let mut body = form.clone();
+        body["client1"] = json!(format!("d{i}"));
+        let reply = app.post_json("/api/rooms", &body).await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        let exp = reply.json()["exp"].as_str().unwrap().to_owned();
+        let shape = chrono::NaiveDateTime::parse_from_str(&exp, "%Y-%m-%dT%H:%M:%S%.3fZ");
+        assert!(shape.is_ok() && exp.len() == 24, "{form}: {exp}");
+    }
 }
 
 #[tokio::test]

@@ -53,3 +53,45 @@ async fn demo_without_a_slash_redirects() {
     assert_eq!(reply.status(), 301);
     assert_eq!(reply.headers()["location"], "/demo/");
 }
+
+#[tokio::test]
+async fn the_readme_pairing_walkthrough_works_when_pasted() {
+    if !crate::external::require_program("curl") {
+        return;
+    }
+    let app = crate::helpers::spawn_app().await;
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme
+        .split("## Pairing in five requests")
+        .nth(1)
+        .expect("the walkthrough section");
+    let script = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("its shell block");
+    let script = script.replace("localhost:8080", &app.addr.to_string());
+    let output = tokio::process::Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{stdout}");
+    assert!(
+        lines[0].starts_with("code ") && lines[0].len() == 11,
+        "{stdout}"
+    );
+    assert_eq!(lines[1], "204");
+    let accepted: serde_json::Value = serde_json::from_str(lines[2]).unwrap();
+    let checked: serde_json::Value = serde_json::from_str(lines[3]).unwrap();
+    assert_eq!(accepted["roomid"].as_str().map(str::len), Some(48));
+    assert_eq!(accepted, checked);
+}

@@ -38,12 +38,17 @@ const RELAYED = {
   offer: { offer: { type: "offer", sdp: "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n" } },
   answer: { answer: { type: "answer", sdp: "v=0\r\no=- 3 4 IN IP4 127.0.0.1\r\n" } },
   "ice-candidate": {
-    candidate: { candidate: "candidate:1 1 udp 2122260223 10.0.0.1 5000 typ host", sdpMid: "0", sdpMLineIndex: 0 },
+    candidate: {
+      candidate: "candidate:1 1 udp 2122260223 10.0.0.1 5000 typ host",
+      sdpMid: "0",
+      sdpMLineIndex: 0,
+    },
   },
 };
 
 /** Starts signalpost with the oodaa listener for this test. */
-const startOodaa = (t, env = {}) => startDialect(t, "oodaa", env);
+const startOodaa = (t, env = {}) =>
+  startDialect(t, "oodaa", { OODAA_MAX_USERINFO_BYTES: undefined, METRICS_TOKEN: undefined, ...env });
 
 /** Connects to the oodaa listener and takes the `connected` greeting. */
 async function arrive(app, label, path = "/") {
@@ -139,7 +144,7 @@ describe("oodaa: the listener and its HTTP", () => {
 
   it("the WebSocket protocol is spoken on any path", async (t) => {
     const app = await startOodaa(t);
-    for (const path of ["/", "/ws", "/any/deep/path", "/?client=flutter"]) {
+    for (const path of ["/", "/ws", "/any/deep/path", "/?client=flutter", "/health"]) {
       const socket = await arrive(app, `client at ${path}`, path);
       socket.send({ type: "ping" });
       await socket.nextOfType("pong");
@@ -162,7 +167,6 @@ describe("oodaa: connecting", () => {
     const second = await app.connect("/", "second");
     const one = await first.next();
     const two = await second.next();
-    assert.deepEqual(Object.keys(one).sort(), ["clientId", "message", "type"]);
     assert.equal(one.type, "connected");
     assert.equal(one.message, "Connected to Oodaa signaling server");
     assert.match(one.clientId, UUID);
@@ -176,7 +180,6 @@ describe("oodaa: connecting", () => {
     const stranger = await arrive(app, "stranger");
     stranger.send({ type: "ping" });
     const pong = await stranger.nextOfType("pong");
-    assert.deepEqual(Object.keys(pong).sort(), ["timestamp", "type"]);
     assert.ok(Number.isInteger(pong.timestamp), `timestamp ${pong.timestamp} is an integer`);
     assert.ok(Math.abs(pong.timestamp - Date.now()) < 60_000, "timestamp is milliseconds since the epoch");
 
@@ -312,7 +315,13 @@ describe("oodaa: relaying between users", () => {
     const { alice, bob } = await threeUsers(app);
     alice.send({ type: "message", targetUserId: "bob", fromUserId: "carol", ...RELAYED.message });
     assert.deepEqual(await bob.next(), { type: "message", fromUserId: "alice", ...RELAYED.message });
-    alice.send({ type: "contact-request", targetUserId: "bob", fromUserId: "carol", fromUserInfo: infoOf("carol"), ...RELAYED["contact-request"] });
+    alice.send({
+      type: "contact-request",
+      targetUserId: "bob",
+      fromUserId: "carol",
+      fromUserInfo: infoOf("carol"),
+      ...RELAYED["contact-request"],
+    });
     const contactRequest = await bob.next();
     assert.equal(contactRequest.fromUserId, "alice");
     assert.deepEqual(contactRequest.fromUserInfo, infoOf("alice"));
@@ -364,18 +373,12 @@ describe("oodaa: relaying between users", () => {
     const alice = await register(app, "alice");
     const bob = await register(app, "bob");
     await alice.next(online("bob"));
-    bob.send({ type: "message", targetUserId: "alice", messageData: { id: "2", text: "hello alice", timestamp: "t" } });
-    assert.deepEqual(await alice.next(), {
-      type: "message",
-      fromUserId: "bob",
-      messageData: { id: "2", text: "hello alice", timestamp: "t" },
-    });
-    alice.send({ type: "message", targetUserId: "bob", messageData: { id: "3", text: "hello bob", timestamp: "t" } });
-    assert.deepEqual(await bob.next(), {
-      type: "message",
-      fromUserId: "alice",
-      messageData: { id: "3", text: "hello bob", timestamp: "t" },
-    });
+    const toAlice = { id: "2", text: "hello alice", timestamp: "t" };
+    bob.send({ type: "message", targetUserId: "alice", messageData: toAlice });
+    assert.deepEqual(await alice.next(), { type: "message", fromUserId: "bob", messageData: toAlice });
+    const toBob = { id: "3", text: "hello bob", timestamp: "t" };
+    alice.send({ type: "message", targetUserId: "bob", messageData: toBob });
+    assert.deepEqual(await bob.next(), { type: "message", fromUserId: "alice", messageData: toBob });
   });
 
   for (const type of Object.keys(RELAYED)) {

@@ -4,7 +4,8 @@
 // Waits for a message fail the test after WAIT_MS (a hang bound, never a speed check);
 // "nothing arrives" is checked by listening for QUIET_MS.
 import assert from "node:assert/strict";
-import { readdirSync, readFileSync } from "node:fs";
+import { readdirSync, readFileSync, rmSync } from "node:fs";
+import { basename, dirname } from "node:path";
 import WebSocket from "ws";
 import { startServer, wsUrl } from "./server.mjs";
 
@@ -15,7 +16,12 @@ export const QUIET_MS = 300;
 /** How long one test may take in all (a start may take 30 s; the rest is bounded waits). */
 export const TEST_TIMEOUT_MS = 90_000;
 
+/** How long a stopping server may take before it is killed. */
+const STOP_DEADLINE_MS = 20_000;
+
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+/** A deadline for a race: unlike `sleep`, it does not keep the process alive once the race is won. */
+const deadline = (ms) => new Promise((r) => setTimeout(r, ms).unref());
 
 /** The first failed start of this test file: later starts fail at once with it, not 30 s later. */
 let startFailure = null;
@@ -43,6 +49,18 @@ function childPids() {
   return pids;
 }
 
+/** The environment a process was started with (Linux /proc; elsewhere empty). */
+function envOf(pid) {
+  try {
+    const pairs = readFileSync(`/proc/${pid}/environ`, "utf8").split("\0");
+    return Object.fromEntries(
+      pairs.filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]),
+    );
+  } catch {
+    return {};
+  }
+}
+
 /**
  * Starts signalpost with the given dialect listeners for one test, and stops it (after closing
  * every socket the test opened through `app.connect`) when the test ends.
@@ -57,15 +75,19 @@ export async function startDialect(t, dialect, env = {}) {
   try {
     server = await startServer({ dialects: [dialect], env });
   } catch (err) {
-    // A start that timed out leaves its process running (and this test process alive):
-    // end the process this call spawned, by its id.
+    // A start that timed out leaves its process running (and this test process alive) and its
+    // temporary directory behind: end the process this call spawned, by its id, and remove
+    // the directory it was given.
     for (const pid of childPids()) {
-      if (!before.has(pid)) {
-        try {
-          process.kill(pid, "SIGKILL");
-        } catch {
-          // Already gone.
-        }
+      if (before.has(pid)) continue;
+      const dbPath = envOf(pid).SQLITE_DB_PATH;
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {
+        // Already gone.
+      }
+      if (dbPath && basename(dirname(dbPath)).startsWith("signalpost-node-")) {
+        rmSync(dirname(dbPath), { recursive: true, force: true });
       }
     }
     if (/did not start in time/.test(err.message)) startFailure = err;
@@ -86,7 +108,13 @@ export async function startDialect(t, dialect, env = {}) {
   };
   t.after(async () => {
     await Promise.all(sockets.map((s) => s.close()));
-    await server.stop();
+    // SIGTERM; a server that does not exit within its grace and a margin is killed.
+    const stopped = server.stop();
+    const late = await Promise.race([stopped.then(() => false), deadline(STOP_DEADLINE_MS).then(() => true)]);
+    if (late) {
+      await server.kill();
+      await stopped;
+    }
   });
   return app;
 }
@@ -104,13 +132,14 @@ export function has(message, fields) {
   });
 }
 
+/** A message as text for failure messages, cut short. */
+const show = (m) => JSON.stringify(m)?.slice(0, 300);
+
 /** A predicate: the message has these fields (e.g. `{ type: "pong" }`). */
 export const matching = (fields) => named(`with ${show(fields)}`, (m) => has(m, fields));
 
 /** Any message at all. */
 const ANY = named("at all", () => true);
-
-const show = (m) => JSON.stringify(m)?.slice(0, 300);
 
 /** A WebSocket client that parses every text frame as JSON and keeps it until a test takes it. */
 export class JsonSocket {
@@ -214,13 +243,13 @@ export class JsonSocket {
       if (this.closeInfo) {
         assert.fail(
           `${this.label}: connection closed (${this.closeInfo.code} ${this.closeInfo.reason}) ` +
-            `while waiting for ${describe(where)}; unmatched: ${this.inbox.map(show).join(", ") || "none"}`,
+            `while waiting for ${phrase(where)}; unmatched: ${this.inbox.map(show).join(", ") || "none"}`,
         );
       }
       const left = deadline - Date.now();
       if (left <= 0) {
         assert.fail(
-          `${this.label}: no message ${describe(where)} within ${ms} ms; ` +
+          `${this.label}: no message ${phrase(where)} within ${ms} ms; ` +
             `received instead: ${this.inbox.map(show).join(", ") || "nothing"}`,
         );
       }
@@ -240,7 +269,7 @@ export class JsonSocket {
     for (;;) {
       const found = this.inbox.find(test);
       if (found !== undefined) {
-        assert.fail(`${this.label}: expected no message ${describe(where)}, got ${show(found)}`);
+        assert.fail(`${this.label}: expected no message ${phrase(where)}, got ${show(found)}`);
       }
       const left = deadline - Date.now();
       if (left <= 0) return;
@@ -250,7 +279,7 @@ export class JsonSocket {
 
   /** Waits until the server closes the connection; resolves to { code, reason }. */
   async closedByServer(ms = WAIT_MS) {
-    const info = await Promise.race([this.closed, sleep(ms).then(() => null)]);
+    const info = await Promise.race([this.closed, deadline(ms).then(() => null)]);
     if (!info) assert.fail(`${this.label}: the server did not close the connection within ${ms} ms`);
     return info;
   }
@@ -275,15 +304,15 @@ export class JsonSocket {
     } catch {
       // Not open yet or already closing.
     }
-    const info = await Promise.race([this.closed, sleep(2_000).then(() => null)]);
+    const info = await Promise.race([this.closed, deadline(2_000).then(() => null)]);
     if (!info) {
       this.ws.terminate();
-      await Promise.race([this.closed, sleep(1_000)]);
+      await Promise.race([this.closed, deadline(1_000)]);
     }
   }
 }
 
-function describe(where) {
+function phrase(where) {
   if (typeof where === "function") return where.description ?? "matching the test's predicate";
   // A field object.
   return `like ${show(where)}`;
@@ -336,11 +365,6 @@ export async function flood(socket, message, count, isEcho) {
     socket.send(message);
   }
   // Let the replies to the burst arrive (or the connection close).
-  await Promise.race([socket.closed, sleep(1_000)]);
+  await Promise.race([socket.closed, deadline(1_000)]);
   return socket.inbox.filter(isEcho).length;
-}
-
-/** A unique suffix, so that ids never collide between tests. */
-export function unique(prefix) {
-  return `${prefix}-${Math.random().toString(36).slice(2, 8)}`;
 }

@@ -48,10 +48,11 @@ export async function startServer({ dialects = [], env = {} } = {}) {
   const urls = {};
   const wanted = new Set(["signalpost", ...dialects]);
   const ready = new Promise((resolve, reject) => {
-    const timer = setTimeout(
-      () => reject(new Error(`server did not start in time:\n${lines.join("\n")}`)),
-      START_DEADLINE_MS,
-    );
+    const timer = setTimeout(() => {
+      // Never leave a half-started server behind: it would keep the test run alive.
+      child.kill("SIGKILL");
+      reject(new Error(`server did not start in time:\n${lines.join("\n")}`));
+    }, START_DEADLINE_MS);
     child.on("exit", (code) => {
       clearTimeout(timer);
       reject(new Error(`server exited (${code}) at start:\n${lines.join("\n")}`));
