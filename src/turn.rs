@@ -53,6 +53,19 @@ pub struct TurnSettings {
     pub ttl: Duration,
 }
 
+impl TurnSettings {
+    /// Where TURN and STUN servers are, and the secrets that sign TURN credentials, as
+    /// configured.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            secrets: config.turn_secret.0.clone(),
+            turn_urls: config.turn_urls.clone(),
+            stun_urls: config.stun_urls.clone(),
+            ttl: Duration::from_secs(config.turn_ttl_secs),
+        }
+    }
+}
+
 impl fmt::Debug for TurnSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TurnSettings")
@@ -184,15 +197,7 @@ pub fn sign(secret: &str, username: &str) -> String {
     BASE64.encode(mac.finalize().into_bytes())
 }
 
-/// Splits a comma-separated configuration value (`TURN_SECRET`, `TURN_URLS`, `STUN_URLS`),
-/// trimming blanks and dropping empty items, so `"a, b,"` is `["a", "b"]`.
-pub fn parse_list(s: &str) -> Vec<String> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|item| !item.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
+pub use crate::config::parse_list;
 
 /// Accepts 1..=[`MAX_LABEL_LEN`] characters from RFC 3986's unreserved set. That excludes
 /// ':' (the username's separator, coturn reads the expiry up to the first ':') and

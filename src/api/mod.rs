@@ -29,9 +29,9 @@ use warp::{Filter, Rejection};
 
 pub use error::ApiError;
 
+use crate::config::origins::AllowedOrigins;
 use crate::limits::Limiters;
 use crate::limits::client::ClientKey;
-use crate::limits::origin::AllowedOrigins;
 use crate::server::listener::PeerAddr;
 use crate::signaling::upgrade::{self, UpgradeError};
 use crate::state::AppState;

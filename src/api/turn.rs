@@ -16,7 +16,7 @@ use crate::turn::{TurnError, TurnSettings};
 
 /// GET /api/turn-credentials and GET /api/ice-servers (an alias), with an optional `?deviceId=`.
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
-    let settings = state.config().turn_settings();
+    let settings = crate::turn::TurnSettings::from_config(state.config());
     let credentials = warp::path!("api" / "turn-credentials");
     let ice_servers = warp::path!("api" / "ice-servers");
     credentials

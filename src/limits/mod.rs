@@ -4,11 +4,9 @@
 //! - [`rate`]: bounded per-client token buckets (REST requests, WebSocket upgrades).
 //! - [`guess`]: failed join-code guesses and escalating lock-outs.
 //! - [`slots`]: concurrent WebSocket connections, per client and in all.
-//! - [`origin`]: allowed browser origins.
 
 pub mod client;
 pub mod guess;
-pub mod origin;
 pub mod rate;
 pub mod slots;
 

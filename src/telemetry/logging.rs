@@ -33,15 +33,7 @@ const DEFAULT_FILTER: &str = "info";
 /// The most recent log lines, oldest first.
 static RING: Mutex<VecDeque<String>> = Mutex::new(VecDeque::new());
 
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable, coloured on a terminal.
-    #[default]
-    Text,
-    /// One JSON object per line, for log shippers.
-    Json,
-}
+pub use crate::config::LogFormat;
 
 /// Installs the logger: `RUST_LOG` (default `info`) filters, `format` decides the lines.
 /// Does nothing if a logger is already installed.

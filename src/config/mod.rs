@@ -2,6 +2,12 @@
 //!
 //! `signalpost --help` prints the whole table with defaults. Unparseable values stop the server at
 //! start with clap's message naming the option, before anything is bound or opened.
+//!
+//! A leaf of the crate: the types options parse into ([`cidr::Cidr`], [`origins::AllowedOrigins`],
+//! [`LogFormat`]) live here, and the modules that use them import them from here.
+
+pub mod cidr;
+pub mod origins;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -9,7 +15,15 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::telemetry::logging::LogFormat;
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable, coloured on a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
 
 /// Everything the server can be told at start.
 #[derive(Debug, Clone, Parser)]
@@ -270,7 +284,7 @@ impl std::fmt::Debug for SecretList {
 pub type StringList = Vec<String>;
 
 fn parse_secret_list(s: &str) -> Result<SecretList, String> {
-    let secrets = crate::turn::parse_list(s);
+    let secrets = parse_list(s);
     // The compose file hands the secrets to coturn on its command line, where whitespace splits
     // a secret in two: coturn would then refuse every credential signed with it.
     if secrets
@@ -287,14 +301,23 @@ fn parse_secret_list(s: &str) -> Result<SecretList, String> {
 }
 
 fn parse_string_list(s: &str) -> Result<StringList, String> {
-    Ok(crate::turn::parse_list(s))
+    Ok(parse_list(s))
+}
+
+/// A comma-separated list: items trimmed, empty ones dropped.
+pub fn parse_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// A list of CIDR ranges.
-pub type CidrList = Vec<crate::limits::client::Cidr>;
+pub type CidrList = Vec<cidr::Cidr>;
 
 /// A list of allowed origins.
-pub type OriginList = crate::limits::origin::AllowedOrigins;
+pub type OriginList = origins::AllowedOrigins;
 
 fn parse_cidrs(s: &str) -> Result<CidrList, String> {
     s.split(',')
@@ -332,16 +355,6 @@ impl Config {
     /// How long a silent WebSocket is kept.
     pub fn ws_idle_timeout(&self) -> Duration {
         Duration::from_secs(self.ws_idle_timeout_secs)
-    }
-
-    /// Where TURN and STUN servers are, and the secrets that sign TURN credentials.
-    pub fn turn_settings(&self) -> crate::turn::TurnSettings {
-        crate::turn::TurnSettings {
-            secrets: self.turn_secret.0.clone(),
-            turn_urls: self.turn_urls.clone(),
-            stun_urls: self.stun_urls.clone(),
-            ttl: Duration::from_secs(self.turn_ttl_secs),
-        }
     }
 
     /// How long failed guesses are remembered.
