@@ -73,8 +73,9 @@ pub enum ApiError {
     /// No server-generated code was free.
     #[error("no_code_available")]
     NoCodeAvailable,
-    /// The database failed; the code names the operation (`create_failed`, ...).
-    #[error("{operation}")]
+    /// The store failed: `store_unavailable` (503) when it cannot be reached or is locked, else
+    /// a code naming the operation (`create_failed`, ...; 500).
+    #[error("{}", store_code(operation, source))]
     Store {
         /// Opaque code for the client.
         operation: &'static str,
@@ -85,6 +86,14 @@ pub enum ApiError {
 }
 
 impl warp::reject::Reject for ApiError {}
+
+/// The code a store failure is answered with.
+fn store_code(operation: &'static str, source: &StoreError) -> &'static str {
+    match source {
+        StoreError::Unavailable(_) => "store_unavailable",
+        StoreError::Internal(_) => operation,
+    }
+}
 
 impl From<FieldError> for ApiError {
     fn from(e: FieldError) -> Self {
@@ -115,6 +124,10 @@ impl ApiError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::NoCodeAvailable | Self::ServerFull => StatusCode::SERVICE_UNAVAILABLE,
             Self::TurnNotConfigured => StatusCode::NOT_IMPLEMENTED,
+            Self::Store {
+                source: StoreError::Unavailable(_),
+                ..
+            } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store { .. } | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -142,7 +155,11 @@ impl ApiError {
                 let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
             }
-            Self::ServerFull => {
+            Self::ServerFull
+            | Self::Store {
+                source: StoreError::Unavailable(_),
+                ..
+            } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
             Self::Unauthorized => {

@@ -106,6 +106,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
             limits: state.limits().clone(),
             max_pending_ttl: state.config().max_pending_ttl(),
             max_pending_per_client: state.config().limits.max_pending_per_client,
+            max_room_capacity: state.config().max_room_capacity,
         };
         limited = limited.or(pairing::routes(pairing)).unify().boxed();
     }

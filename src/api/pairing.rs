@@ -13,7 +13,7 @@ use warp::reply::{Reply, Response};
 use super::body::{json_object, optional_json_object};
 use super::error::ApiError;
 use super::{client_key, with_state};
-use crate::db::{Accepted, Checked, Created, Creator, Store};
+use crate::db::{Acceptance, Accepted, Checked, Created, Creator, RoomLookup, Store};
 use crate::limits::Limiters;
 use crate::limits::client::ClientKey;
 use crate::limits::guess::GuessTicket;
@@ -36,6 +36,8 @@ pub struct Pairing {
     pub max_pending_ttl: Duration,
     /// Live codes one client may hold.
     pub max_pending_per_client: u32,
+    /// Largest capacity a code's room may be given.
+    pub max_room_capacity: u32,
 }
 
 impl Pairing {
@@ -108,7 +110,7 @@ async fn create_pending(
     body: Object,
 ) -> Result<Response, ApiError> {
     let now = chrono::Utc::now();
-    let req = CreatePending::parse(&body, now, state.max_pending_ttl)?;
+    let req = CreatePending::parse(&body, now, state.max_pending_ttl, state.max_room_capacity)?;
     // A code of the client's choosing that turns out live is a guess that hit: it tells the
     // client the code exists, so it counts like a 404 of accept or check.
     let ticket = match req.joinid {
@@ -119,6 +121,7 @@ async fn create_pending(
         client1: req.client1,
         client_key: key.to_string(),
         max_pending: state.max_pending_per_client,
+        capacity: req.capacity,
     };
     let created = state
         .store
@@ -178,9 +181,12 @@ fn accept(state: Pairing) -> BoxedFilter<(Response,)> {
 async fn accept_code(state: Pairing, key: ClientKey, body: Object) -> Result<Response, ApiError> {
     let req = AcceptCode::parse(&body)?;
     let ticket = state.reserve_guess(key)?;
-    let (accepted, created_at) = state
+    let Acceptance {
+        outcome: accepted,
+        created_at,
+    } = state
         .store
-        .accept_timed(req.joinid, req.client2)
+        .accept(req.joinid, req.client2)
         .await
         .map_err(ApiError::store("accept_failed"))?;
     let metrics = &state.signaling.metrics;
@@ -261,16 +267,20 @@ fn get_room(state: Pairing) -> BoxedFilter<(Response,)> {
 
 async fn room(state: Pairing, query: HashMap<String, String>) -> Result<Response, ApiError> {
     let roomid = rest::parse_room_id(&query_object(query))?;
-    let room = state
+    let lookup = state
         .store
-        .room(roomid)
+        .lookup_room(roomid)
         .await
-        .map_err(ApiError::store("lookup_failed"))?
-        .ok_or(ApiError::NotFound)?;
+        .map_err(ApiError::store("lookup_failed"))?;
+    let RoomLookup::Paired(room) = lookup else {
+        return Err(ApiError::NotFound);
+    };
     let body = RoomBody {
         roomid: room.roomid.to_string(),
         client1: room.client1.to_string(),
         client2: room.client2.to_string(),
+        capacity: room.capacity,
+        members: room.members.iter().map(ToString::to_string).collect(),
     };
     Ok(json_with_status(&body, StatusCode::OK))
 }

@@ -63,6 +63,12 @@ pub struct Config {
     #[arg(long = "strict-rooms", env = "STRICT_ROOMS", default_value = "false", value_parser = parse_bool, action = clap::ArgAction::Set)]
     pub strict_rooms: bool,
 
+    /// Most members a room may have: the largest `capacity` a `join_room` or `POST /api/rooms`
+    /// may ask for (every member's messages go to every other, so cost grows with its square).
+    #[arg(long = "max-room-capacity", env = "MAX_ROOM_CAPACITY", default_value_t = 32,
+          value_parser = clap::value_parser!(u32).range(2..=1024))]
+    pub max_room_capacity: u32,
+
     /// Seconds between WebSocket pings sent by the server.
     #[arg(long = "ws-ping-interval-secs", env = "WS_PING_INTERVAL_SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..))]

@@ -68,14 +68,37 @@ pub struct CreatePending {
     pub exp: DateTime<Utc>,
     /// The creating device.
     pub client1: DeviceId,
+    /// Devices the room admits, client1 included (2 unless asked).
+    pub capacity: u32,
+}
+
+/// Capacity of a room whose creator asked for none: two devices, as always.
+pub const DEFAULT_CAPACITY: u32 = 2;
+
+/// A room capacity as a field: an integer from 2 to `max`; absent means `default`.
+pub fn parse_capacity(
+    body: &Object,
+    max: u32,
+    default: Option<u32>,
+) -> Result<Option<u32>, FieldError> {
+    match present(body, "capacity") {
+        None => Ok(default),
+        Some(v) => v
+            .as_u64()
+            .filter(|n| (2..=u64::from(max)).contains(n))
+            .map(|n| Some(n as u32))
+            .ok_or(FieldError::Invalid("capacity")),
+    }
 }
 
 impl CreatePending {
-    /// Parses the body. `exp` must lie after `now` and at most `max_ttl` beyond it.
+    /// Parses the body. `exp` must lie after `now` and at most `max_ttl` beyond it; `capacity`
+    /// from 2 to `max_capacity`.
     pub fn parse(
         body: &Object,
         now: DateTime<Utc>,
         max_ttl: std::time::Duration,
+        max_capacity: u32,
     ) -> Result<Self, FieldError> {
         let joinid = match present(body, "joinid") {
             None => None,
@@ -109,12 +132,15 @@ impl CreatePending {
             }
         };
         let client1 = required(body, "client1", DeviceId::parse)?;
+        let capacity =
+            parse_capacity(body, max_capacity, Some(DEFAULT_CAPACITY))?.unwrap_or(DEFAULT_CAPACITY);
         // Stored with millisecond precision; answer exactly what is stored.
         let exp = DateTime::from_timestamp_millis(exp.timestamp_millis()).unwrap_or(exp);
         Ok(Self {
             joinid,
             exp,
             client1,
+            capacity,
         })
     }
 }
@@ -230,8 +256,12 @@ pub struct RoomBody {
     pub roomid: String,
     /// The device that created the code.
     pub client1: String,
-    /// The device that accepted it.
+    /// The device that accepted it first.
     pub client2: String,
+    /// Devices the room admits.
+    pub capacity: u32,
+    /// Every member device, in the order it joined the pairing (client1 first).
+    pub members: Vec<String>,
 }
 
 /// 200 answer to `DELETE /api/rooms`.
@@ -292,18 +322,18 @@ mod tests {
 
     #[test]
     fn fields_are_checked_in_the_listed_order() {
-        let e = CreatePending::parse(&obj(json!({})), now(), DAY).unwrap_err();
+        let e = CreatePending::parse(&obj(json!({})), now(), DAY, 32).unwrap_err();
         assert_eq!(e, FieldError::Missing("exp"));
-        let e = CreatePending::parse(&obj(json!({"joinid": 5})), now(), DAY).unwrap_err();
+        let e = CreatePending::parse(&obj(json!({"joinid": 5})), now(), DAY, 32).unwrap_err();
         assert_eq!(e, FieldError::Invalid("joinid"));
-        let e = CreatePending::parse(&obj(json!({"expiresInSeconds": 60})), now(), DAY);
+        let e = CreatePending::parse(&obj(json!({"expiresInSeconds": 60})), now(), DAY, 32);
         assert_eq!(e.unwrap_err(), FieldError::Missing("client1"));
     }
 
     #[test]
     fn expires_in_seconds_wins_over_exp() {
         let body = obj(json!({"exp": "garbage", "expiresInSeconds": 60, "client1": "a"}));
-        let req = CreatePending::parse(&body, now(), DAY).unwrap();
+        let req = CreatePending::parse(&body, now(), DAY, 32).unwrap();
         assert_eq!(req.exp, now() + chrono::Duration::seconds(60));
     }
 
@@ -311,7 +341,7 @@ mod tests {
     fn expires_in_seconds_must_be_an_integer_in_range() {
         for bad in [json!(0), json!(86_401), json!(1.5), json!("60"), json!(-1)] {
             let body = obj(json!({"expiresInSeconds": bad, "client1": "a"}));
-            let e = CreatePending::parse(&body, now(), DAY).unwrap_err();
+            let e = CreatePending::parse(&body, now(), DAY, 32).unwrap_err();
             assert_eq!(e, FieldError::Invalid("expiresInSeconds"), "{bad}");
         }
     }
@@ -320,11 +350,11 @@ mod tests {
     fn exp_must_be_in_the_future_and_within_the_ttl() {
         for bad in ["2026-06-01T11:59:59Z", "2026-06-02T12:00:01Z", "soon"] {
             let body = obj(json!({"exp": bad, "client1": "a"}));
-            let e = CreatePending::parse(&body, now(), DAY).unwrap_err();
+            let e = CreatePending::parse(&body, now(), DAY, 32).unwrap_err();
             assert_eq!(e, FieldError::Invalid("exp"), "{bad}");
         }
         let body = obj(json!({"exp": "2026-06-01 12:00:01", "client1": "a"}));
-        assert!(CreatePending::parse(&body, now(), DAY).is_ok());
+        assert!(CreatePending::parse(&body, now(), DAY, 32).is_ok());
     }
 
     #[test]
@@ -360,5 +390,35 @@ mod tests {
         assert_eq!(format_instant(t), "2030-01-01T00:00:00.000Z");
         let t = parse_instant("2030-01-01T00:00:00.256789Z").unwrap();
         assert_eq!(format_instant(t), "2030-01-01T00:00:00.256Z");
+    }
+
+    #[test]
+    fn capacity_is_two_unless_asked_and_checked_against_the_maximum() {
+        let body = |extra: Value| {
+            let mut b = json!({"expiresInSeconds": 60, "client1": "a"});
+            b.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            obj(b)
+        };
+        let parse = |b| CreatePending::parse(&b, now(), DAY, 8);
+        assert_eq!(parse(body(json!({}))).unwrap().capacity, 2);
+        assert_eq!(parse(body(json!({"capacity": null}))).unwrap().capacity, 2);
+        assert_eq!(parse(body(json!({"capacity": 8}))).unwrap().capacity, 8);
+        for bad in [
+            json!(1),
+            json!(9),
+            json!(0),
+            json!(-3),
+            json!(2.5),
+            json!("4"),
+            json!(true),
+        ] {
+            assert_eq!(
+                parse(body(json!({ "capacity": bad }))).unwrap_err(),
+                FieldError::Invalid("capacity"),
+                "{bad}"
+            );
+        }
     }
 }

@@ -13,7 +13,7 @@
 //! - a keep-alive connection idle between requests for the keep-alive time is closed;
 //! - on shutdown, connections finish their request in flight and close.
 //!
-//! The timeouts are kept by one small watchdog per connection, driven by a [`Clock`] that the
+//! The timeouts are kept by one small watchdog per connection, driven by a `Clock` that the
 //! socket wrapper and the service wrapper update; an upgraded connection leaves the watchdog
 //! (its WebSocket session has heartbeats of its own) and costs one atomic load per read.
 

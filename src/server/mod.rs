@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::api;
 use crate::config::Config;
-use crate::db::{Store, StoreError};
+use crate::db::{SqliteStore, Store, StoreError};
 use crate::limits::Limiters;
 use crate::signaling::{SessionSettings, Signaling, hub::Hub};
 use crate::state::AppState;
@@ -62,8 +62,8 @@ impl Server {
             ));
         }
         let addr = listener.local_addr()?;
-        let store = if config.use_sqlite {
-            let store = Store::open(&config.sqlite_db_path)
+        let sqlite = if config.use_sqlite {
+            let store = SqliteStore::open(&config.sqlite_db_path)
                 .await
                 .map_err(|source| StartError::Database {
                     path: config.sqlite_db_path.display().to_string(),
@@ -73,6 +73,7 @@ impl Server {
         } else {
             None
         };
+        let store: Option<Store> = sqlite.clone().map(|s| Arc::new(s) as Store);
         let shutdown = CancellationToken::new();
         let limits = Arc::new(Limiters::from_config(&config));
         let metrics = Arc::new(Metrics::new());
@@ -85,18 +86,21 @@ impl Server {
             limits: limits.clone(),
             metrics: metrics.clone(),
         });
-        let background = match &store {
-            Some(store) => vec![
-                tokio::spawn(sweeper::run(
-                    store.clone(),
-                    config.sweep_interval(),
-                    shutdown.clone(),
-                    metrics.clone(),
-                )),
-                tokio::spawn(crate::db::run_checkpoints(store.clone(), shutdown.clone())),
-            ],
-            None => Vec::new(),
-        };
+        let mut background = Vec::new();
+        if let Some(store) = &store {
+            background.push(tokio::spawn(sweeper::run(
+                store.clone(),
+                config.sweep_interval(),
+                shutdown.clone(),
+                metrics.clone(),
+            )));
+        }
+        if let Some(sqlite) = sqlite {
+            background.push(tokio::spawn(crate::db::sqlite::run_checkpoints(
+                sqlite,
+                shutdown.clone(),
+            )));
+        }
         let (header, keepalive) = config.http_timeouts();
         let listening = listener::ListenerContext {
             timeouts: listener::HttpTimeouts { header, keepalive },

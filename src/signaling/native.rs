@@ -50,7 +50,7 @@ impl Native {
         };
         Ok(match store.lookup_room(room.clone()).await? {
             RoomLookup::Paired(paired) => match device {
-                Some(d) if paired.client1 == *d || paired.client2 == *d => Admission::Allowed,
+                Some(d) if paired.has_member(d) => Admission::Allowed,
                 // Without a deviceId, an ad-hoc join of a paired room's id (the original
                 // protocol's way) is still allowed unless rooms are strict.
                 None if !strict => Admission::Allowed,

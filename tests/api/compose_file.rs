@@ -257,7 +257,7 @@ fn env_example_documents_every_server_option() {
         assert!(documented.insert(name.clone()), "{name} listed twice");
     }
     // Every `env = "NAME"` the server's configuration reads.
-    let config = read("src/config.rs");
+    let config = read("src/config/mod.rs");
     let read_by_server: BTreeSet<String> = config
         .split("env = \"")
         .skip(1)

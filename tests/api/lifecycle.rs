@@ -23,7 +23,8 @@ async fn pairings_survive_a_restart_on_the_same_database_file() {
     let reply = app.get(&format!("/api/rooms?roomid={roomid}")).await;
     assert_eq!(
         reply.json(),
-        json!({"roomid": roomid, "client1": "devA", "client2": "devB"})
+        json!({"roomid": roomid, "client1": "devA", "client2": "devB",
+               "capacity": 2, "members": ["devA", "devB"]})
     );
     let check = app
         .post_json(

@@ -535,7 +535,8 @@ async fn a_room_is_looked_up_by_id() {
     assert_eq!(reply.status, 200);
     assert_eq!(
         reply.json(),
-        json!({"roomid": roomid, "client1": "devA", "client2": "devB"})
+        json!({"roomid": roomid, "client1": "devA", "client2": "devB",
+               "capacity": 2, "members": ["devA", "devB"]})
     );
     let missing = app.get("/api/rooms?roomid=nosuchroom").await;
     assert_eq!(
@@ -964,4 +965,98 @@ async fn a_delete_racing_a_join_always_ends_that_membership() {
         ws.expect_error("Not in a valid room for WebRTC signaling")
             .await;
     }
+}
+
+#[tokio::test]
+async fn a_code_with_capacity_n_admits_n_minus_one_accepters_into_one_room() {
+    let app = spawn_app().await;
+    let created = app
+        .post_json(
+            "/api/rooms",
+            &json!({"client1": "host", "expiresInSeconds": 300, "capacity": 4}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let code = created.json()["joinid"].as_str().unwrap().to_owned();
+    let accept = |device: &str| json!({"joinid": code, "client2": device});
+    let mut rooms = Vec::new();
+    for device in ["g1", "g2", "g3"] {
+        let reply = app.post_json("/api/rooms/accept", &accept(device)).await;
+        assert_eq!(reply.status, 200, "{device}: {}", reply.body);
+        rooms.push(reply.json()["roomid"].as_str().unwrap().to_owned());
+    }
+    assert!(rooms.iter().all(|r| *r == rooms[0]), "{rooms:?}");
+    // A repeat is the same room; a fourth device finds the room full; the creator cannot accept.
+    let again = app.post_json("/api/rooms/accept", &accept("g2")).await;
+    assert_eq!(again.json()["roomid"], rooms[0].as_str());
+    for refused in ["g4", "host"] {
+        let reply = app.post_json("/api/rooms/accept", &accept(refused)).await;
+        assert_eq!(
+            (reply.status, reply.error()),
+            (409, "conflict".into()),
+            "{refused}"
+        );
+    }
+    let room = app
+        .get(&format!("/api/rooms?roomid={}", rooms[0]))
+        .await
+        .json();
+    assert_eq!(
+        room,
+        json!({"roomid": rooms[0], "client1": "host", "client2": "g1", "capacity": 4,
+               "members": ["host", "g1", "g2", "g3"]})
+    );
+    let check = app
+        .post_json(
+            "/api/rooms/check",
+            &json!({"joinid": code, "client1": "host"}),
+        )
+        .await;
+    assert_eq!(check.json()["roomid"], rooms[0].as_str());
+}
+
+#[tokio::test]
+async fn a_capacity_outside_two_to_the_maximum_is_invalid_capacity() {
+    let app = spawn_app_with(|c| c.max_room_capacity = 8).await;
+    for bad in [json!(1), json!(9), json!("3"), json!(2.5), json!(-2)] {
+        let body = json!({"client1": "a", "expiresInSeconds": 60, "capacity": bad});
+        let reply = app.post_json("/api/rooms", &body).await;
+        assert_eq!(
+            (reply.status, reply.error()),
+            (400, "invalid_capacity".into()),
+            "{bad}"
+        );
+    }
+    let body = json!({"client1": "a", "expiresInSeconds": 60, "capacity": 8});
+    assert_eq!(app.post_json("/api/rooms", &body).await.status, 201);
+}
+
+#[tokio::test]
+async fn purging_a_later_accepter_deletes_the_room_it_joined() {
+    let app = spawn_app().await;
+    let created = app
+        .post_json(
+            "/api/rooms",
+            &json!({"client1": "host", "expiresInSeconds": 300, "capacity": 3}),
+        )
+        .await;
+    let code = created.json()["joinid"].as_str().unwrap().to_owned();
+    let mut roomid = String::new();
+    for device in ["g1", "g2"] {
+        let reply = app
+            .post_json(
+                "/api/rooms/accept",
+                &json!({"joinid": code, "client2": device}),
+            )
+            .await;
+        roomid = reply.json()["roomid"].as_str().unwrap().to_owned();
+    }
+    let purge = app
+        .post_json("/api/user/purge", &json!({"deviceId": "g2"}))
+        .await;
+    assert_eq!(purge.json()["roomsDeleted"], 1);
+    assert_eq!(
+        app.get(&format!("/api/rooms?roomid={roomid}")).await.status,
+        404
+    );
 }

@@ -71,24 +71,28 @@ export async function startDialect(t, dialect, env = {}) {
     throw new Error(`not started: an earlier start in this file failed:\n${startFailure.message}`);
   }
   const before = childPids();
+  const starting = startServer({ dialects: [dialect], env });
+  // The spawn has happened (and exec'd) by now: note the new process and its temporary
+  // directory, which a failed start would leave behind.
+  const spawned = [...childPids()]
+    .filter((pid) => !before.has(pid))
+    .map((pid) => ({ pid, dir: dirname(envOf(pid).SQLITE_DB_PATH ?? "/") }));
   let server;
   try {
-    server = await startServer({ dialects: [dialect], env });
+    server = await starting;
   } catch (err) {
-    // A start that timed out leaves its process running (and this test process alive) and its
-    // temporary directory behind: end the process this call spawned, by its id, and remove
-    // the directory it was given.
-    for (const pid of childPids()) {
-      if (before.has(pid)) continue;
-      const dbPath = envOf(pid).SQLITE_DB_PATH;
-      try {
-        process.kill(pid, "SIGKILL");
-      } catch {
-        // Already gone.
+    const alive = childPids();
+    for (const { pid, dir } of spawned) {
+      // A start that failed must not leave its process running (it would keep this test
+      // process alive): end it, by its id, if it is still this process's child.
+      if (alive.has(pid)) {
+        try {
+          process.kill(pid, "SIGKILL");
+        } catch {
+          // Already gone.
+        }
       }
-      if (dbPath && basename(dirname(dbPath)).startsWith("signalpost-node-")) {
-        rmSync(dirname(dbPath), { recursive: true, force: true });
-      }
+      if (basename(dir).startsWith("signalpost-node-")) rmSync(dir, { recursive: true, force: true });
     }
     if (/did not start in time/.test(err.message)) startFailure = err;
     throw err;

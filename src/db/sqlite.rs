@@ -1,4 +1,4 @@
-//! The pairing store: pending join codes and paired rooms in embedded SQLite.
+//! The pairing store in embedded SQLite.
 //!
 //! Every method is async and runs its SQLite work on tokio's blocking pool, so a slow disk never
 //! stalls the runtime. Every change that touches more than one row is one `IMMEDIATE` transaction:
@@ -15,6 +15,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+use super::{
+    Acceptance, Accepted, Checked, Created, Creator, Millis, PairingStore, Pending, Purged,
+    ROOM_TOMBSTONE_TTL, Room, RoomLookup, StoreError, StoreFuture, Swept, now_millis,
+};
 use crate::ids::{DeviceId, JoinCode, RoomId};
 
 mod embedded {
@@ -36,9 +40,9 @@ const POOL_SIZE: u32 = 8;
 /// live ones, the first almost always succeeds.
 const CODE_ATTEMPTS: usize = 32;
 
-/// A store failure: the database itself, never the client's input.
+/// A failure of SQLite itself, as this module sees it; callers see it as a [`SqlError`].
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+enum SqlError {
     /// No connection could be taken from the pool in time.
     #[error("connection pool: {0}")]
     Pool(#[from] r2d2::Error),
@@ -59,113 +63,19 @@ pub enum StoreError {
     Task(#[from] tokio::task::JoinError),
 }
 
-/// An instant as stored: Unix epoch milliseconds, UTC.
-pub type Millis = i64;
-
-/// The current instant in store units.
-pub fn now_millis() -> Millis {
-    chrono::Utc::now().timestamp_millis()
-}
-
-/// A pending code as created.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pending {
-    /// The code.
-    pub joinid: JoinCode,
-    /// When it stops being accepted.
-    pub exp: Millis,
-}
-
-/// Outcome of creating a pending code.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Created {
-    /// Stored.
-    Ok(Pending),
-    /// The requested code is live.
-    Conflict,
-    /// No free server-generated code was found.
-    Exhausted,
-    /// The client holds its maximum of live codes; the earliest of them expires then.
-    TooManyPending {
-        /// When the client's earliest live code expires.
-        next_expiry: Millis,
-    },
-}
-
-/// Who creates a code, and how many live codes such a creator may hold.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Creator {
-    /// The device.
-    pub client1: DeviceId,
-    /// The client's key (IPv4 address or IPv6 /64), as the per-client limits count it.
-    pub client_key: String,
-    /// Live codes this client may hold at once.
-    pub max_pending: u32,
-}
-
-/// What a room id names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RoomLookup {
-    /// A paired room.
-    Paired(Room),
-    /// A paired room that was deleted or purged: it stays dead.
-    Deleted,
-    /// Nothing the store knows of.
-    Unknown,
-}
-
-/// Outcome of accepting a code.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Accepted {
-    /// The room of this pairing (new, or the one this same client2 already accepted into).
-    Room(RoomId),
-    /// No live code by that id.
-    NotFound,
-    /// Accepted by another device, or client2 is client1.
-    Conflict,
-}
-
-/// Outcome of client1 polling its code.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Checked {
-    /// Accepted; the room it led to.
-    Room(RoomId),
-    /// Live, not accepted yet.
-    Waiting,
-    /// No live code by that id for that client1.
-    NotFound,
-}
-
-/// A paired room as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Room {
-    /// The room id.
-    pub roomid: RoomId,
-    /// The device that created the code.
-    pub client1: DeviceId,
-    /// The device that accepted it.
-    pub client2: DeviceId,
-}
-
-/// What a purge removed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Purged {
-    /// Rooms deleted, so live sessions in them can be closed.
-    pub rooms: Vec<RoomId>,
-    /// Pending rows deleted.
-    pub pendings: usize,
-}
-
-/// How long a deleted room's id is remembered, so that clients holding it cannot revive it.
-pub const ROOM_TOMBSTONE_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
-
-/// What a sweep removed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Swept {
-    /// Expired rows deleted.
-    pub removed: usize,
-    /// Of them, codes that expired without being accepted.
-    pub unaccepted: usize,
+impl From<SqlError> for StoreError {
+    fn from(e: SqlError) -> Self {
+        let busy = matches!(
+            &e,
+            SqlError::Sql(rusqlite::Error::SqliteFailure(f, _))
+                if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        ) || matches!(e, SqlError::Pool(_));
+        if busy {
+            StoreError::Unavailable(e.to_string())
+        } else {
+            StoreError::Internal(e.to_string())
+        }
+    }
 }
 
 /// Handle to the database; cheap to clone.
@@ -176,7 +86,7 @@ pub struct Swept {
 /// sleep in SQLite's busy handler (milliseconds each), and when blocking threads queue on a mutex
 /// instead, every hand-over is a thread wake-up. A single thread fed by a queue does neither.
 #[derive(Clone)]
-pub struct Store {
+pub struct SqliteStore {
     pool: Pool<SqliteConnectionManager>,
     writes: mpsc::Sender<WriteJob>,
 }
@@ -187,14 +97,15 @@ type WriteJob = Box<dyn FnOnce(&mut Connection) + Send>;
 /// Writes that may wait for the writer thread before callers wait to enqueue (backpressure).
 const WRITE_QUEUE: usize = 1024;
 
-impl Store {
+impl SqliteStore {
     /// Opens (creating if needed) the database file and applies pending migrations.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
         let path = path.to_owned();
-        tokio::task::spawn_blocking(move || Self::open_blocking(&path)).await?
+        let opened = tokio::task::spawn_blocking(move || Self::open_blocking(&path)).await;
+        Ok(opened.map_err(SqlError::from)??)
     }
 
-    fn open_blocking(path: &Path) -> Result<Self, StoreError> {
+    fn open_blocking(path: &Path) -> Result<Self, SqlError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
@@ -231,13 +142,14 @@ impl Store {
             Ok(())
         })
         .await
+        .map_err(StoreError::from)
     }
 
     /// Runs `f` on the writer thread and waits for its answer.
-    async fn with_writer<T, F>(&self, f: F) -> Result<T, StoreError>
+    async fn with_writer<T, F>(&self, f: F) -> Result<T, SqlError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, SqlError> + Send + 'static,
     {
         let (answer, answered) = oneshot::channel();
         let job: WriteJob = Box::new(move |conn| {
@@ -251,15 +163,15 @@ impl Store {
         self.writes
             .send(job)
             .await
-            .map_err(|_| StoreError::WriterGone)?;
-        answered.await.map_err(|_| StoreError::WriterGone)?
+            .map_err(|_| SqlError::WriterGone)?;
+        answered.await.map_err(|_| SqlError::WriterGone)?
     }
 
     /// Runs `f` with a pooled connection on the blocking pool.
-    async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
+    async fn with_conn<T, F>(&self, f: F) -> Result<T, SqlError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, SqlError> + Send + 'static,
     {
         let pool = self.pool.clone();
         tokio::task::spawn_blocking(move || {
@@ -273,7 +185,7 @@ impl Store {
     /// reads the schema, then rolls back. Pairing writes, so a database that can be read but
     /// not written (another process holding a write transaction, a read-only file) is not
     /// healthy; `SELECT 1` alone would not even touch the file.
-    pub async fn ping(&self) -> Result<(), StoreError> {
+    async fn probe(&self) -> Result<(), SqlError> {
         // Through the writer, so a writer stuck behind a lock shows up too; with a short busy
         // timeout, so a probe of a locked database holds the writer only briefly.
         self.with_writer(|c| {
@@ -290,7 +202,7 @@ impl Store {
     }
 
     /// Pending codes that have not expired (accepted ones included, until they expire).
-    pub async fn count_live_pendings(&self) -> Result<u64, StoreError> {
+    async fn live_pendings(&self) -> Result<u64, SqlError> {
         self.with_conn(|c| {
             let n: i64 = c
                 .prepare_cached("SELECT count(*) FROM pendings WHERE exp > ?1")?
@@ -304,12 +216,12 @@ impl Store {
     /// the creator's client holds its maximum of live codes. With no `joinid`, picks a random
     /// six-digit code that is not live. One transaction: concurrent creates of one client cannot
     /// both pass the cap.
-    pub async fn create_pending(
+    async fn create(
         &self,
         joinid: Option<JoinCode>,
         creator: Creator,
         exp: Millis,
-    ) -> Result<Created, StoreError> {
+    ) -> Result<Created, SqlError> {
         self.with_writer(move |c| {
             let now = now_millis();
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -351,73 +263,84 @@ impl Store {
         .await
     }
 
-    /// Accepts a live code for `client2`, creating the room, or repeats an earlier acceptance by the
-    /// same device. Never changes a row accepted by another device.
-    pub async fn accept(
+    /// Accepts a live code for `device` (see [`PairingStore::accept`]), in one transaction.
+    async fn accept_code(
         &self,
         joinid: JoinCode,
-        client2: DeviceId,
-    ) -> Result<Accepted, StoreError> {
-        Ok(self.accept_timed(joinid, client2).await?.0)
-    }
-
-    /// [`Store::accept`], with the code's creation instant when this call created the room (not
-    /// when it repeated an earlier acceptance), to measure how long pairing took.
-    pub async fn accept_timed(
-        &self,
-        joinid: JoinCode,
-        client2: DeviceId,
-    ) -> Result<(Accepted, Option<Millis>), StoreError> {
+        device: DeviceId,
+    ) -> Result<Acceptance, SqlError> {
         self.with_writer(move |c| {
             let now = now_millis();
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let row: Option<(String, Option<String>, Option<String>, Millis)> = tx
+            type Row = (String, Option<String>, Option<String>, Millis, u32);
+            let row: Option<Row> = tx
                 .query_row(
-                    "SELECT client1, client2, roomid, created_at FROM pendings
+                    "SELECT client1, client2, roomid, created_at, capacity FROM pendings
                      WHERE joinid = ?1 AND exp > ?2",
                     params![joinid.as_str(), now],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
                 )
                 .optional()?;
-            let created_at = row.as_ref().map(|r| r.3);
-            let row = row.map(|(client1, client2, roomid, _)| (client1, client2, roomid));
-            let mut fresh = false;
-            let outcome = match row {
-                None => Accepted::NotFound,
-                Some((_, Some(accepted_by), Some(roomid))) => {
-                    if accepted_by == client2.as_str() {
-                        Accepted::Room(stored_room_id(roomid)?)
-                    } else {
-                        Accepted::Conflict
-                    }
-                }
-                Some((_, Some(_), None)) | Some((_, None, Some(_))) => Accepted::Conflict,
-                Some((client1, None, None)) => {
-                    if client1 == client2.as_str() {
-                        Accepted::Conflict
-                    } else {
+            let Some((client1, client2, roomid, created_at, capacity)) = row else {
+                return Ok(Acceptance {
+                    outcome: Accepted::NotFound,
+                    created_at: None,
+                });
+            };
+            let mut fresh = None;
+            let outcome = if client1 == device.as_str() {
+                Accepted::Conflict
+            } else {
+                match (client2, roomid) {
+                    (None, None) => {
                         let roomid = RoomId::generate();
                         tx.execute(
-                            "INSERT INTO rooms (roomid, client1, client2, created_at) VALUES (?1, ?2, ?3, ?4)",
-                            params![roomid.as_str(), client1, client2.as_str(), now],
+                            "INSERT INTO rooms (roomid, client1, client2, created_at, capacity)
+                             VALUES (?1, ?2, ?3, ?4, ?5)",
+                            params![roomid.as_str(), client1, device.as_str(), now, capacity],
                         )?;
+                        for (position, member) in [client1.as_str(), device.as_str()].iter().enumerate() {
+                            tx.execute(
+                                "INSERT INTO room_members (roomid, position, device) VALUES (?1, ?2, ?3)",
+                                params![roomid.as_str(), position as i64, member],
+                            )?;
+                        }
                         tx.execute(
                             "UPDATE pendings SET client2 = ?2, roomid = ?3 WHERE joinid = ?1",
-                            params![joinid.as_str(), client2.as_str(), roomid.as_str()],
+                            params![joinid.as_str(), device.as_str(), roomid.as_str()],
                         )?;
-                        fresh = true;
+                        fresh = Some(created_at);
                         Accepted::Room(roomid)
                     }
+                    (Some(_), Some(roomid)) => {
+                        let members = room_members(&tx, &roomid)?;
+                        if members.iter().any(|m| m == device.as_str()) {
+                            Accepted::Room(stored_room_id(roomid)?)
+                        } else if members.len() < capacity as usize {
+                            tx.execute(
+                                "INSERT INTO room_members (roomid, position, device) VALUES (?1, ?2, ?3)",
+                                params![roomid, members.len() as i64, device.as_str()],
+                            )?;
+                            Accepted::Room(stored_room_id(roomid)?)
+                        } else {
+                            Accepted::Conflict
+                        }
+                    }
+                    // A row half-accepted by hand: leave it alone.
+                    _ => Accepted::Conflict,
                 }
             };
             tx.commit()?;
-            Ok((outcome, created_at.filter(|_| fresh)))
+            Ok(Acceptance {
+                outcome,
+                created_at: fresh,
+            })
         })
         .await
     }
 
     /// client1's poll: has its live code been accepted, and into which room?
-    pub async fn check(&self, joinid: JoinCode, client1: DeviceId) -> Result<Checked, StoreError> {
+    async fn check_code(&self, joinid: JoinCode, client1: DeviceId) -> Result<Checked, SqlError> {
         self.with_conn(move |c| {
             let row: Option<Option<String>> = c
                 .prepare_cached(
@@ -437,25 +360,25 @@ impl Store {
         .await
     }
 
-    /// A paired room by id.
-    pub async fn room(&self, roomid: RoomId) -> Result<Option<Room>, StoreError> {
-        Ok(match self.lookup_room(roomid).await? {
-            RoomLookup::Paired(room) => Some(room),
-            RoomLookup::Deleted | RoomLookup::Unknown => None,
-        })
-    }
-
     /// What a room id names: a paired room, a deleted one, or nothing.
-    pub async fn lookup_room(&self, roomid: RoomId) -> Result<RoomLookup, StoreError> {
+    async fn lookup(&self, roomid: RoomId) -> Result<RoomLookup, SqlError> {
         self.with_conn(move |c| {
-            let row: Option<(String, String)> = c
-                .prepare_cached("SELECT client1, client2 FROM rooms WHERE roomid = ?1")?
-                .query_row(params![roomid.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+            let row: Option<(String, String, u32)> = c
+                .prepare_cached("SELECT client1, client2, capacity FROM rooms WHERE roomid = ?1")?
+                .query_row(params![roomid.as_str()], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
                 .optional()?;
-            if let Some((client1, client2)) = row {
+            if let Some((client1, client2, capacity)) = row {
+                let members = room_members(c, roomid.as_str())?
+                    .into_iter()
+                    .map(stored_device_id)
+                    .collect::<Result<_, _>>()?;
                 return Ok(RoomLookup::Paired(Room {
                     client1: stored_device_id(client1)?,
                     client2: stored_device_id(client2)?,
+                    capacity,
+                    members,
                     roomid,
                 }));
             }
@@ -473,7 +396,7 @@ impl Store {
 
     /// Deletes a paired room and the codes that led to it, and remembers that it is dead;
     /// returns how many rooms went (0 or 1).
-    pub async fn delete_room(&self, roomid: RoomId) -> Result<usize, StoreError> {
+    async fn delete(&self, roomid: RoomId) -> Result<usize, SqlError> {
         self.with_writer(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let deleted = bury_room(&tx, roomid.as_str(), now_millis())?;
@@ -483,16 +406,15 @@ impl Store {
         .await
     }
 
-    /// Deletes every pending code and room in which any of `devices` is client1 or client2.
-    pub async fn purge_devices(&self, devices: Vec<DeviceId>) -> Result<Purged, StoreError> {
+    /// Deletes every pending code and room in which any of `devices` is a member.
+    async fn purge(&self, devices: Vec<DeviceId>) -> Result<Purged, SqlError> {
         self.with_writer(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut rooms = BTreeSet::new();
             let mut pendings = 0;
             for device in &devices {
-                let mut select = tx.prepare_cached(
-                    "SELECT roomid FROM rooms WHERE client1 = ?1 OR client2 = ?1",
-                )?;
+                let mut select =
+                    tx.prepare_cached("SELECT roomid FROM room_members WHERE device = ?1")?;
                 let found =
                     select.query_map(params![device.as_str()], |r| r.get::<_, String>(0))?;
                 for roomid in found {
@@ -517,14 +439,9 @@ impl Store {
         .await
     }
 
-    /// Deletes pending codes that expired at or before `now`; returns how many.
-    pub async fn sweep_expired(&self, now: Millis) -> Result<usize, StoreError> {
-        Ok(self.sweep(now).await?.removed)
-    }
-
     /// Deletes pending codes that expired at or before `now`, in one transaction, telling how
     /// many of them had never been accepted.
-    pub async fn sweep(&self, now: Millis) -> Result<Swept, StoreError> {
+    async fn sweep_expired(&self, now: Millis) -> Result<Swept, SqlError> {
         self.with_writer(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let unaccepted: i64 = tx.query_row(
@@ -566,7 +483,7 @@ fn run_writer(mut conn: Connection, mut jobs: mpsc::Receiver<WriteJob>) {
 pub const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Checkpoints every [`CHECKPOINT_INTERVAL`] until `shutdown`, then once more.
-pub async fn run_checkpoints(store: Store, shutdown: tokio_util::sync::CancellationToken) {
+pub async fn run_checkpoints(store: SqliteStore, shutdown: tokio_util::sync::CancellationToken) {
     let mut ticker = tokio::time::interval(CHECKPOINT_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -599,14 +516,15 @@ fn insert_pending(
     creator: &Creator,
     exp: Millis,
     now: Millis,
-) -> Result<bool, StoreError> {
+) -> Result<bool, SqlError> {
     let changed = c
         .prepare_cached(
-            "INSERT INTO pendings (joinid, client1, exp, client2, roomid, created_at, client_key)
-             VALUES (?1, ?2, ?3, NULL, NULL, ?4, ?5)
+            "INSERT INTO pendings (joinid, client1, exp, client2, roomid, created_at, client_key, capacity)
+             VALUES (?1, ?2, ?3, NULL, NULL, ?4, ?5, ?6)
              ON CONFLICT (joinid) DO UPDATE SET
                  client1 = excluded.client1, exp = excluded.exp, client2 = NULL, roomid = NULL,
-                 created_at = excluded.created_at, client_key = excluded.client_key
+                 created_at = excluded.created_at, client_key = excluded.client_key,
+                 capacity = excluded.capacity
              WHERE pendings.exp <= ?4",
         )?
         .execute(params![
@@ -614,15 +532,20 @@ fn insert_pending(
             creator.client1.as_str(),
             exp,
             now,
-            creator.client_key
+            creator.client_key,
+            creator.capacity
         ])?;
     Ok(changed == 1)
 }
 
 /// Deletes a room and the codes that led to it, and leaves its tombstone (when it existed).
 /// Returns how many rooms were deleted.
-fn bury_room(c: &Connection, roomid: &str, now: Millis) -> Result<usize, StoreError> {
+fn bury_room(c: &Connection, roomid: &str, now: Millis) -> Result<usize, SqlError> {
     let deleted = c.execute("DELETE FROM rooms WHERE roomid = ?1", params![roomid])?;
+    c.execute(
+        "DELETE FROM room_members WHERE roomid = ?1",
+        params![roomid],
+    )?;
     c.execute("DELETE FROM pendings WHERE roomid = ?1", params![roomid])?;
     if deleted > 0 {
         c.execute(
@@ -633,20 +556,82 @@ fn bury_room(c: &Connection, roomid: &str, now: Millis) -> Result<usize, StoreEr
     Ok(deleted)
 }
 
+/// A room's member devices in order.
+fn room_members(c: &Connection, roomid: &str) -> Result<Vec<String>, SqlError> {
+    let mut select =
+        c.prepare_cached("SELECT device FROM room_members WHERE roomid = ?1 ORDER BY position")?;
+    let members = select
+        .query_map(params![roomid], |r| r.get::<_, String>(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(members)
+}
+
 /// Ids read back from the database were valid when written; one that is not (edited by hand) is a
 /// server-side fault, reported as such rather than trusted.
-fn stored_room_id(s: String) -> Result<RoomId, StoreError> {
+fn stored_room_id(s: String) -> Result<RoomId, SqlError> {
     RoomId::parse(&s).map_err(|e| invalid_stored("roomid", e))
 }
 
-fn stored_device_id(s: String) -> Result<DeviceId, StoreError> {
+fn stored_device_id(s: String) -> Result<DeviceId, SqlError> {
     DeviceId::parse(&s).map_err(|e| invalid_stored("client", e))
 }
 
-fn invalid_stored(column: &str, e: crate::ids::IdError) -> StoreError {
-    StoreError::Sql(rusqlite::Error::FromSqlConversionFailure(
+fn invalid_stored(column: &str, e: crate::ids::IdError) -> SqlError {
+    SqlError::Sql(rusqlite::Error::FromSqlConversionFailure(
         0,
         rusqlite::types::Type::Text,
         format!("stored {column} is not a valid id: {e}").into(),
     ))
+}
+
+impl PairingStore for SqliteStore {
+    fn ping(&self) -> StoreFuture<()> {
+        let store = self.clone();
+        Box::pin(async move { Ok(store.probe().await?) })
+    }
+
+    fn count_live_pendings(&self) -> StoreFuture<u64> {
+        let store = self.clone();
+        Box::pin(async move { Ok(store.live_pendings().await?) })
+    }
+
+    fn create_pending(
+        &self,
+        joinid: Option<JoinCode>,
+        creator: Creator,
+        exp: Millis,
+    ) -> StoreFuture<Created> {
+        let store = self.clone();
+        Box::pin(async move { Ok(store.create(joinid, creator, exp).await?) })
+    }
+
+    fn accept(&self, joinid: JoinCode, device: DeviceId) -> StoreFuture<Acceptance> {
+        let store = self.clone();
+        Box::pin(async move { Ok(store.accept_code(joinid, device).await?) })
+    }
+
+    fn check(&self, joinid: JoinCode, client1: DeviceId) -> StoreFuture<Checked> {
+        let store = self.clone();
+        Box::pin(async move { Ok(store.check_code(joinid, client1).await?) })
+    }
+
+    fn lookup_room(&self, roomid: RoomId) -> StoreFuture<RoomLookup> {
+        let store = self.clone();
+        Box::pin(async move { Ok(store.lookup(roomid).await?) })
+    }
+
+    fn delete_room(&self, roomid: RoomId) -> StoreFuture<usize> {
+        let store = self.clone();
+        Box::pin(async move { Ok(store.delete(roomid).await?) })
+    }
+
+    fn purge_devices(&self, devices: Vec<DeviceId>) -> StoreFuture<Purged> {
+        let store = self.clone();
+        Box::pin(async move { Ok(store.purge(devices).await?) })
+    }
+
+    fn sweep(&self, now: Millis) -> StoreFuture<Swept> {
+        let store = self.clone();
+        Box::pin(async move { Ok(store.sweep_expired(now).await?) })
+    }
 }
