@@ -63,7 +63,7 @@ impl AppState {
 
     /// The server's metrics (held by [`Signaling`], which sessions and the hub reach them by).
     pub fn metrics(&self) -> &Arc<crate::telemetry::Metrics> {
-        &self.inner.signaling.metrics
+        self.inner.signaling.metrics()
     }
 
     /// When the server started.

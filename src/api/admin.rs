@@ -13,7 +13,6 @@ use super::error::ApiError;
 use crate::config::Secret;
 use crate::limits::Limiters;
 use crate::limits::client::ClientKey;
-use crate::signaling::hub::ROOM_CAPACITY;
 use crate::state::AppState;
 
 /// Passes requests carrying `Authorization: Bearer <token>`. Without a configured token the
@@ -81,8 +80,20 @@ pub fn bearer(header: &str) -> Option<&str> {
 #[serde(rename_all = "camelCase")]
 struct RoomEntry {
     room_id: String,
+    /// `signalpost`, or the dialect the room belongs to.
+    protocol: &'static str,
     user_count: usize,
+    /// Null for rooms without a limit of their own.
+    capacity: Option<u32>,
     full: bool,
+}
+
+/// The name operators know a room space by.
+fn protocol_name(space: &str) -> &'static str {
+    match space {
+        crate::signaling::native::SPACE => "signalpost",
+        _ => "other",
+    }
 }
 
 #[derive(Serialize)]
@@ -106,13 +117,15 @@ pub fn rooms(state: AppState) -> BoxedFilter<(Response,)> {
 fn room_list(state: &AppState) -> Response {
     let rooms: Vec<RoomEntry> = state
         .signaling()
-        .hub
-        .room_list()
+        .rooms()
+        .list()
         .into_iter()
-        .map(|(id, count)| RoomEntry {
-            room_id: id.to_string(),
-            user_count: count,
-            full: count >= ROOM_CAPACITY,
+        .map(|room| RoomEntry {
+            room_id: room.room.id().to_owned(),
+            protocol: protocol_name(room.room.space()),
+            user_count: room.members.len(),
+            capacity: room.capacity.limit(),
+            full: room.capacity.is_full(room.members.len()),
         })
         .collect();
     let body = RoomList {

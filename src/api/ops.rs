@@ -179,7 +179,9 @@ fn stats(state: AppState) -> BoxedFilter<(Response,)> {
 
 /// The live counts of the hub and the store.
 async fn live(state: &AppState) -> Live {
-    let counts = state.signaling().hub.counts();
+    let signaling = state.signaling();
+    let counts = signaling.rooms().counts();
+    let connections = signaling.delivery().sessions();
     let pendings = match state.store() {
         None => None,
         Some(store) => {
@@ -197,7 +199,7 @@ async fn live(state: &AppState) -> Live {
         }
     };
     Live {
-        connections: counts.connections,
+        connections,
         rooms: counts.rooms,
         rooms_ready: counts.rooms_ready,
         pendings,

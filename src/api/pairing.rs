@@ -21,6 +21,8 @@ use crate::protocol::rest::{
     self, AcceptCode, CheckCode, CreatePending, CreatedBody, DeletedBody, Object, PurgedBody,
     RoomBody, RoomIdBody,
 };
+use crate::signaling::native;
+use crate::telemetry::story::RoomEnd;
 use crate::telemetry::{PairingOutcome, Refusal};
 
 /// What the pairing handlers share.
@@ -45,7 +47,7 @@ impl Pairing {
     /// out (or has its limit of guesses in flight).
     fn reserve_guess(&self, key: ClientKey) -> Result<GuessTicket, ApiError> {
         self.limits.guesses.reserve(key).map_err(|wait| {
-            let metrics = &self.signaling.metrics;
+            let metrics = self.signaling.metrics();
             metrics.pairing(PairingOutcome::RateLimited);
             metrics.refused(Refusal::Rate);
             log::debug!("join-code guess refused: {key} is locked out");
@@ -128,7 +130,7 @@ async fn create_pending(
         .create_pending(req.joinid, creator, req.exp.timestamp_millis())
         .await
         .map_err(ApiError::store("create_failed"))?;
-    let metrics = &state.signaling.metrics;
+    let metrics = state.signaling.metrics();
     match created {
         Created::Ok(pending) => {
             metrics.pairing(PairingOutcome::Created);
@@ -189,7 +191,7 @@ async fn accept_code(state: Pairing, key: ClientKey, body: Object) -> Result<Res
         .accept(req.joinid, req.client2)
         .await
         .map_err(ApiError::store("accept_failed"))?;
-    let metrics = &state.signaling.metrics;
+    let metrics = state.signaling.metrics();
     match accepted {
         Accepted::Room(roomid) => {
             if let Some(created_at) = created_at {
@@ -248,7 +250,7 @@ async fn check_code(state: Pairing, key: ClientKey, body: Object) -> Result<Resp
         Checked::Waiting => Ok(StatusCode::NO_CONTENT.into_response()),
         Checked::NotFound => {
             log::debug!("check refused: no live code");
-            state.signaling.metrics.pairing(PairingOutcome::NotFound);
+            state.signaling.metrics().pairing(PairingOutcome::NotFound);
             guess_failed(ticket, key);
             Err(ApiError::NotFoundOrExpired)
         }
@@ -315,7 +317,15 @@ async fn delete(
         .delete_room(roomid.clone())
         .await
         .map_err(ApiError::store("delete_failed"))?;
-    let closed = state.signaling.hub.close_room(&roomid);
+    let closed = state
+        .signaling
+        .rooms()
+        .close_room(&native::room_key(&roomid), RoomEnd::Deleted)
+        .await
+        .unwrap_or_else(|e| {
+            log::warn!("closing the deleted room's sessions failed: {e}");
+            0
+        });
     log::info!(
         "room {} deleted ({deleted} row, {closed} live members)",
         roomid.redacted()
@@ -345,11 +355,22 @@ async fn purge_devices(state: Pairing, body: Object) -> Result<Response, ApiErro
         .purge_devices(devices.clone())
         .await
         .map_err(ApiError::store("purge_failed"))?;
-    let hub = &state.signaling.hub;
+    let rooms = state.signaling.rooms();
     for room in &purged.rooms {
-        hub.purge_room(room);
+        if let Err(e) = rooms
+            .close_room(&native::room_key(room), RoomEnd::Purged)
+            .await
+        {
+            log::warn!("closing a purged room's sessions failed: {e}");
+        }
     }
-    let sockets: usize = devices.iter().map(|d| hub.close_device(d)).sum();
+    let mut sockets = 0;
+    for device in &devices {
+        match rooms.close_device(device).await {
+            Ok(n) => sockets += n,
+            Err(e) => log::warn!("closing a purged device's sessions failed: {e}"),
+        }
+    }
     log::info!(
         "purged {} device(s): {} rooms, {} pendings, {sockets} sockets closed",
         devices.len(),

@@ -69,6 +69,25 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(2..=1024))]
     pub max_room_capacity: u32,
 
+    /// Seconds a member that asked to be resumable (`join_room` with `resumable: true`) keeps
+    /// its place after its connection drops; 0 turns resume off.
+    #[arg(
+        long = "resume-grace-secs",
+        env = "RESUME_GRACE_SECS",
+        default_value_t = 20
+    )]
+    pub resume_grace_secs: u64,
+
+    /// Messages kept for a detached member at most; more ends its grace at once.
+    #[arg(long = "resume-buffer-messages", env = "RESUME_BUFFER_MESSAGES", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub resume_buffer_messages: u64,
+
+    /// Bytes of messages kept for a detached member at most; more ends its grace at once.
+    #[arg(long = "resume-buffer-bytes", env = "RESUME_BUFFER_BYTES", default_value_t = 256 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
+    pub resume_buffer_bytes: u64,
+
     /// Seconds between WebSocket pings sent by the server.
     #[arg(long = "ws-ping-interval-secs", env = "WS_PING_INTERVAL_SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..))]

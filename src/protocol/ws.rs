@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::ids::{ClientId, DeviceId, MAX_ID_CHARS, RoomId};
+use crate::ids::{DeviceId, MAX_ID_CHARS, RoomId};
 
 /// Error strings of the deployed wire format (a contract: clients match on them).
 pub mod errors {
@@ -20,8 +20,16 @@ pub mod errors {
     pub const NOT_IN_ROOM: &str = "Not in a valid room for WebRTC signaling";
     /// Relay while the room has one member.
     pub const ROOM_NOT_READY: &str = "Room must have exactly 2 users for WebRTC";
-    /// `room_full`'s error text.
+    /// `room_full`'s error text in a room of two; larger rooms say their own capacity.
     pub const ROOM_FULL: &str = "Room is full (max 2 users)";
+    /// A relay without `to` while alone in a room of more than two.
+    pub const NO_OTHER_USERS: &str = "No other users in the room";
+    /// A relay whose `to` names no other member of the room.
+    pub const UNKNOWN_PEER: &str = "Unknown peer";
+    /// A `capacity` that is not an integer from 2 to the server's maximum.
+    pub const INVALID_CAPACITY: &str = "Invalid capacity";
+    /// A `resume` with an unknown, spent or expired token, or not as the first message.
+    pub const RESUME_FAILED: &str = "Resume failed";
     /// A frame that is not JSON.
     pub const INVALID_JSON: &str = "Invalid JSON format";
     /// A binary frame.
@@ -47,16 +55,19 @@ pub enum RelayKind {
     KeyExchange,
     /// `key_exchange_complete` (new).
     KeyExchangeComplete,
+    /// `message`: an application message (chat, cursors, presence), any JSON as `data`.
+    Message,
 }
 
 impl RelayKind {
     /// Every kind, for metrics and stories.
-    pub const ALL: [RelayKind; 5] = [
+    pub const ALL: [RelayKind; 6] = [
         Self::Offer,
         Self::Answer,
         Self::Candidate,
         Self::KeyExchange,
         Self::KeyExchangeComplete,
+        Self::Message,
     ];
 
     /// The `type` on the wire.
@@ -67,6 +78,7 @@ impl RelayKind {
             Self::Candidate => "ice_candidate",
             Self::KeyExchange => "key_exchange",
             Self::KeyExchangeComplete => "key_exchange_complete",
+            Self::Message => "message",
         }
     }
 
@@ -78,6 +90,7 @@ impl RelayKind {
             Self::KeyExchange | Self::KeyExchangeComplete => {
                 &["publicKey", "sessionId", "timestamp"]
             }
+            Self::Message => &["data"],
         }
     }
 }
@@ -91,6 +104,16 @@ pub enum ClientMessage<'a> {
         room_id: RoomId,
         /// The device, to check membership of paired rooms.
         device_id: Option<DeviceId>,
+        /// The capacity asked for, if this join creates the room (checked by the caller
+        /// against the server's maximum).
+        capacity: Option<u64>,
+        /// Keep this member's place for a while if its connection drops.
+        resumable: bool,
+    },
+    /// `resume`: become the detached member this token names (first message only).
+    Resume {
+        /// The token from an earlier session's `connected` or `resumed`.
+        token: String,
     },
     /// `leave_room`.
     LeaveRoom,
@@ -123,6 +146,12 @@ pub enum ParseError {
     /// `join_room` with a bad `deviceId`.
     #[error("Invalid deviceId")]
     InvalidDeviceId,
+    /// `join_room` with a `capacity` that is not a positive integer.
+    #[error("Invalid capacity")]
+    InvalidCapacity,
+    /// `resume` without a string `token`.
+    #[error("Resume failed")]
+    InvalidToken,
 }
 
 /// Every field any message may have, as raw JSON, so one pass over the frame suffices and the
@@ -145,6 +174,16 @@ struct Envelope<'a> {
     session_id: Option<&'a RawValue>,
     #[serde(borrow)]
     timestamp: Option<&'a RawValue>,
+    #[serde(borrow)]
+    to: Option<&'a RawValue>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+    #[serde(borrow)]
+    capacity: Option<&'a RawValue>,
+    #[serde(borrow)]
+    resumable: Option<&'a RawValue>,
+    #[serde(borrow)]
+    token: Option<&'a RawValue>,
 }
 
 impl<'a> Envelope<'a> {
@@ -155,6 +194,7 @@ impl<'a> Envelope<'a> {
             "publicKey" => self.public_key,
             "sessionId" => self.session_id,
             "timestamp" => self.timestamp,
+            "data" => self.data,
             _ => None,
         }
     }
@@ -212,7 +252,27 @@ impl<'a> ClientMessage<'a> {
                             .ok_or(ParseError::InvalidDeviceId)?,
                     ),
                 };
-                Ok(ClientMessage::JoinRoom { room_id, device_id })
+                let capacity = match envelope.capacity.filter(|r| !is_null(r)) {
+                    None => None,
+                    Some(raw) => Some(
+                        serde_json::from_str::<u64>(raw.get())
+                            .map_err(|_| ParseError::InvalidCapacity)?,
+                    ),
+                };
+                let resumable = envelope.resumable.is_some_and(|r| r.get() == "true");
+                Ok(ClientMessage::JoinRoom {
+                    room_id,
+                    device_id,
+                    capacity,
+                    resumable,
+                })
+            }
+            "resume" => {
+                let token = envelope
+                    .token
+                    .and_then(raw_str)
+                    .ok_or(ParseError::InvalidToken)?;
+                Ok(ClientMessage::Resume { token })
             }
             "leave_room" => Ok(ClientMessage::LeaveRoom),
             "ping" => Ok(ClientMessage::Ping),
@@ -221,15 +281,37 @@ impl<'a> ClientMessage<'a> {
             "ice_candidate" => relay(RelayKind::Candidate),
             "key_exchange" => relay(RelayKind::KeyExchange),
             "key_exchange_complete" => relay(RelayKind::KeyExchangeComplete),
+            "message" => relay(RelayKind::Message),
             _ => Err(ParseError::UnknownType(kind)),
         }
     }
 }
 
+/// Who a relay is addressed to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Addressee {
+    /// Every other member (no `to`).
+    Others,
+    /// The member with this peer id.
+    Peer(String),
+    /// A `to` that is not a string: no member can have it. Holds the value as sent.
+    Invalid(String),
+}
+
 impl Relay<'_> {
-    /// The frame the peer receives: `type`, `from`, `roomId`, then the payload fields as sent.
-    /// Fails with the error text for the sender when the payload is not what the kind needs.
-    pub fn to_peer_frame(&self, from: ClientId, room: &RoomId) -> Result<String, &'static str> {
+    /// Whom the message is for.
+    pub fn addressee(&self) -> Addressee {
+        match self.fields.to.filter(|r| !is_null(r)) {
+            None => Addressee::Others,
+            Some(raw) => match raw_str(raw) {
+                Some(peer) => Addressee::Peer(peer),
+                None => Addressee::Invalid(raw.get().to_owned()),
+            },
+        }
+    }
+
+    /// Checks the payload is what the kind needs; the error is the text for the sender.
+    pub fn validate(&self) -> Result<(), &'static str> {
         match self.kind {
             RelayKind::Offer | RelayKind::Answer => {
                 if !self.fields.sdp.is_some_and(|s| s.get().starts_with('"')) {
@@ -241,9 +323,24 @@ impl Relay<'_> {
                     return Err(errors::INVALID_CANDIDATE);
                 }
             }
-            RelayKind::KeyExchange | RelayKind::KeyExchangeComplete => {}
+            RelayKind::KeyExchange | RelayKind::KeyExchangeComplete | RelayKind::Message => {}
         }
+        Ok(())
+    }
+
+    /// The frame the recipients receive: `type`, `from`, `roomId`, `to` when addressed, then the
+    /// payload fields of the kind as sent (a `message` without `data` carries `"data":null`).
+    /// Fails with the error text for the sender when the payload is not what the kind needs.
+    pub fn to_peer_frame(
+        &self,
+        from: &str,
+        room: &RoomId,
+        to: Option<&str>,
+    ) -> Result<String, &'static str> {
+        self.validate()?;
         let room_json = serde_json::to_string(room.as_str()).unwrap_or_default();
+        let from_json = serde_json::to_string(from).unwrap_or_default();
+        let to_json = to.map(|to| serde_json::to_string(to).unwrap_or_default());
         let payload_len: usize = self
             .kind
             .fields()
@@ -251,19 +348,32 @@ impl Relay<'_> {
             .filter_map(|f| self.fields.get(f))
             .map(|r| r.get().len() + 16)
             .sum();
-        let mut frame = String::with_capacity(96 + room_json.len() + payload_len);
+        let mut frame = String::with_capacity(
+            64 + from_json.len()
+                + room_json.len()
+                + to_json.as_ref().map_or(0, |t| t.len() + 6)
+                + payload_len,
+        );
         frame.push_str(r#"{"type":""#);
         frame.push_str(self.kind.as_str());
-        frame.push_str(r#"","from":""#);
-        frame.push_str(&from.to_string());
-        frame.push_str(r#"","roomId":"#);
+        frame.push_str(r#"","from":"#);
+        frame.push_str(&from_json);
+        frame.push_str(r#","roomId":"#);
         frame.push_str(&room_json);
+        if let Some(to) = &to_json {
+            frame.push_str(r#","to":"#);
+            frame.push_str(to);
+        }
         for field in self.kind.fields() {
-            if let Some(raw) = self.fields.get(field) {
-                frame.push_str(",\"");
-                frame.push_str(field);
-                frame.push_str("\":");
-                frame.push_str(raw.get());
+            match self.fields.get(field) {
+                Some(raw) => {
+                    frame.push_str(",\"");
+                    frame.push_str(field);
+                    frame.push_str("\":");
+                    frame.push_str(raw.get());
+                }
+                None if self.kind == RelayKind::Message => frame.push_str(r#","data":null"#),
+                None => {}
             }
         }
         frame.push('}');
@@ -286,12 +396,14 @@ impl Relay<'_> {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
     /// First message on every connection.
+    #[serde(rename_all = "camelCase")]
     Connected {
         /// This connection's id.
-        #[serde(rename = "clientId")]
         client_id: String,
         /// Always `signalpost`.
         server: &'static str,
+        /// What a new connection presents to resume this one's place in a room (new).
+        resume_token: String,
     },
     /// Answer to `join_room`.
     #[serde(rename_all = "camelCase")]
@@ -302,10 +414,16 @@ pub enum ServerMessage {
         user_count: usize,
         /// Whether this member was first in and so makes the offer.
         is_initiator: bool,
-        /// `user_count == 2`.
+        /// `user_count >= 2`.
         ready: bool,
+        /// The joiner's own id, as the others see it (new).
+        peer_id: String,
+        /// The room's capacity (new).
+        capacity: u32,
+        /// The other members' ids, in join order (new).
+        peers: Vec<String>,
     },
-    /// To both members when the room reaches two.
+    /// To both members when a room of two fills.
     #[serde(rename_all = "camelCase")]
     RoomReady {
         /// The room.
@@ -317,11 +435,21 @@ pub enum ServerMessage {
         /// Whether the receiver makes the offer.
         is_initiator: bool,
     },
-    /// Answer to a join of a room that has two other members.
+    /// To the other members of a room of more than two when someone joins (new).
+    #[serde(rename_all = "camelCase")]
+    PeerJoined {
+        /// The room.
+        room_id: RoomId,
+        /// Who joined.
+        peer_id: String,
+        /// Members now.
+        user_count: usize,
+    },
+    /// Answer to a join of a full room.
     #[serde(rename_all = "camelCase")]
     RoomFull {
-        /// Human-readable.
-        error: &'static str,
+        /// Human-readable: `Room is full (max N users)`.
+        error: String,
         /// The room.
         room_id: RoomId,
     },
@@ -331,22 +459,54 @@ pub enum ServerMessage {
         /// The room left, or null.
         room_id: Option<RoomId>,
     },
-    /// The peer left the room on purpose.
+    /// A member left the room on purpose (or did not come back in time).
     #[serde(rename_all = "camelCase")]
     PeerLeft {
         /// Human-readable.
         message: &'static str,
-        /// The peer's clientId.
+        /// The member's id.
         peer_id: String,
+        /// `timeout` when a detached member's grace ran out (new).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<&'static str>,
     },
-    /// The peer's connection ended.
+    /// A member's connection ended.
     #[serde(rename_all = "camelCase")]
     PeerDisconnected {
         /// Human-readable.
         message: &'static str,
-        /// The peer's clientId.
+        /// The member's id.
+        peer_id: String,
+        /// `true` when its place is kept and it may resume (new).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        resumable: Option<bool>,
+    },
+    /// A detached member is back (new).
+    #[serde(rename_all = "camelCase")]
+    PeerReconnected {
+        /// The room.
+        room_id: RoomId,
+        /// Who.
         peer_id: String,
     },
+    /// Answer to a successful `resume` (new); the kept messages follow.
+    #[serde(rename_all = "camelCase")]
+    Resumed {
+        /// The room.
+        room_id: RoomId,
+        /// The member this connection now is.
+        peer_id: String,
+        /// Members now.
+        user_count: usize,
+        /// The other members' ids, in join order.
+        peers: Vec<String>,
+        /// Kept messages that follow.
+        missed: usize,
+        /// The next resume token (the one used is spent).
+        resume_token: String,
+    },
+    /// A new connection of this device took this one's place; a close (4001) follows (new).
+    Replaced,
     /// The room was deleted or a member purged; the receiver is no longer in it.
     #[serde(rename_all = "camelCase")]
     RoomClosed {
@@ -354,9 +514,13 @@ pub enum ServerMessage {
         room_id: RoomId,
     },
     /// A refused or unreadable message; the connection stays open.
+    #[serde(rename_all = "camelCase")]
     Error {
         /// Human-readable, part of the contract.
         error: String,
+        /// The `to` of a relay that named no member (new).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        peer_id: Option<String>,
     },
     /// Answer to `ping`.
     Pong,
@@ -380,7 +544,18 @@ pub const PEER_DISCONNECTED_MESSAGE: &str = "Other user disconnected";
 impl ServerMessage {
     /// An `error` message.
     pub fn error(text: impl Into<String>) -> Self {
-        Self::Error { error: text.into() }
+        Self::Error {
+            error: text.into(),
+            peer_id: None,
+        }
+    }
+
+    /// `room_full` for a room of `capacity`.
+    pub fn room_full(room_id: RoomId, capacity: u32) -> Self {
+        Self::RoomFull {
+            error: format!("Room is full (max {capacity} users)"),
+            room_id,
+        }
     }
 
     /// The JSON text frame.
@@ -402,7 +577,9 @@ mod tests {
     #[test]
     fn join_room_parses_room_and_optional_device() {
         match ClientMessage::parse(r#"{"type":"join_room","roomId":"r1","deviceId":"d"}"#) {
-            Ok(ClientMessage::JoinRoom { room_id, device_id }) => {
+            Ok(ClientMessage::JoinRoom {
+                room_id, device_id, ..
+            }) => {
                 assert_eq!(room_id.as_str(), "r1");
                 assert_eq!(device_id.unwrap().as_str(), "d");
             }
@@ -442,12 +619,12 @@ mod tests {
         let Ok(ClientMessage::Relay(relay)) = ClientMessage::parse(text) else {
             panic!()
         };
-        let from = ClientId::generate();
-        let frame = relay.to_peer_frame(from, &room("r")).unwrap();
+        let from = crate::ids::ClientId::generate().to_string();
+        let frame = relay.to_peer_frame(&from, &room("r"), None).unwrap();
         assert!(frame.contains(r#""candidate":{"b": 1,  "a":"\u00e9"}"#));
         let v: Value = serde_json::from_str(&frame).unwrap();
         assert_eq!(v["type"], "ice_candidate");
-        assert_eq!(v["from"], from.to_string());
+        assert_eq!(v["from"], from);
         assert_eq!(v["roomId"], "r");
         assert!(v.get("extra").is_none());
     }
@@ -460,7 +637,7 @@ mod tests {
             panic!()
         };
         assert_eq!(
-            r.to_peer_frame(ClientId::generate(), &room("r")),
+            r.to_peer_frame("a", &room("r"), None),
             Err(errors::INVALID_SDP)
         );
     }
@@ -472,16 +649,78 @@ mod tests {
             user_count: 1,
             is_initiator: true,
             ready: false,
+            peer_id: "p".into(),
+            capacity: 2,
+            peers: vec![],
         };
         let v: Value = serde_json::from_str(&m.to_json()).unwrap();
         assert_eq!(
             v,
-            json!({"type":"room_joined","roomId":"r","userCount":1,"isInitiator":true,"ready":false})
+            json!({"type":"room_joined","roomId":"r","userCount":1,"isInitiator":true,"ready":false,
+                   "peerId":"p","capacity":2,"peers":[]})
+        );
+        let v: Value = serde_json::from_str(&ServerMessage::error("x").to_json()).unwrap();
+        assert_eq!(
+            v,
+            json!({"type":"error","error":"x"}),
+            "no peerId unless it is about one"
         );
         let v: Value =
             serde_json::from_str(&ServerMessage::LeftRoom { room_id: None }.to_json()).unwrap();
         assert_eq!(v, json!({"type":"left_room","roomId":null}));
         let v: Value = serde_json::from_str(&ServerMessage::ServerShutdown.to_json()).unwrap();
         assert_eq!(v, json!({"type":"server_shutdown"}));
+    }
+
+    #[test]
+    fn an_addressed_relay_carries_to_and_a_message_carries_its_data() {
+        let Ok(ClientMessage::Relay(r)) =
+            ClientMessage::parse(r#"{"type":"message","data":{"x":[1, 2]},"to":"b"}"#)
+        else {
+            panic!()
+        };
+        assert_eq!(r.addressee(), Addressee::Peer("b".into()));
+        let frame = r.to_peer_frame("a", &room("r"), Some("b")).unwrap();
+        assert_eq!(
+            frame,
+            r#"{"type":"message","from":"a","roomId":"r","to":"b","data":{"x":[1, 2]}}"#
+        );
+        let Ok(ClientMessage::Relay(bare)) = ClientMessage::parse(r#"{"type":"message"}"#) else {
+            panic!()
+        };
+        assert_eq!(bare.addressee(), Addressee::Others);
+        let frame = bare.to_peer_frame("a", &room("r"), None).unwrap();
+        assert_eq!(
+            frame,
+            r#"{"type":"message","from":"a","roomId":"r","data":null}"#
+        );
+        let Ok(ClientMessage::Relay(odd)) =
+            ClientMessage::parse(r#"{"type":"webrtc_offer","sdp":"x","to":7}"#)
+        else {
+            panic!()
+        };
+        assert_eq!(odd.addressee(), Addressee::Invalid("7".into()));
+    }
+
+    #[test]
+    fn join_room_reads_capacity_and_resumable() {
+        match ClientMessage::parse(
+            r#"{"type":"join_room","roomId":"r","capacity":8,"resumable":true}"#,
+        ) {
+            Ok(ClientMessage::JoinRoom {
+                capacity,
+                resumable,
+                ..
+            }) => assert_eq!((capacity, resumable), (Some(8), true)),
+            other => panic!("{other:?}"),
+        }
+        for bad in [r#""3""#, "2.5", "-1", "true"] {
+            let text = format!(r#"{{"type":"join_room","roomId":"r","capacity":{bad}}}"#);
+            assert_eq!(
+                ClientMessage::parse(&text).unwrap_err(),
+                ParseError::InvalidCapacity,
+                "{bad}"
+            );
+        }
     }
 }

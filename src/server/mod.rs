@@ -16,7 +16,8 @@ use crate::api;
 use crate::config::Config;
 use crate::db::{SqliteStore, Store, StoreError};
 use crate::limits::Limiters;
-use crate::signaling::{SessionSettings, Signaling, hub::Hub};
+use crate::signaling::rooms::{Delivery, LocalDelivery, LocalRooms, ResumeLimits, RoomDirectory};
+use crate::signaling::{SessionSettings, Signaling, SignalingParts};
 use crate::state::AppState;
 use crate::sweeper;
 use crate::telemetry::Metrics;
@@ -77,15 +78,21 @@ impl Server {
         let shutdown = CancellationToken::new();
         let limits = Arc::new(Limiters::from_config(&config));
         let metrics = Arc::new(Metrics::new());
-        let signaling = Arc::new(Signaling {
-            hub: Hub::with_metrics(metrics.clone()),
+        let delivery: Arc<dyn Delivery> = Arc::new(LocalDelivery::new(0));
+        let rooms: Arc<dyn RoomDirectory> = Arc::new(LocalRooms::new(
+            delivery.clone(),
+            metrics.clone(),
+            ResumeLimits::from_config(&config),
+        ));
+        let signaling = Arc::new(Signaling::new(SignalingParts {
+            rooms,
+            delivery,
             store: store.clone(),
             settings: SessionSettings::from_config(&config),
             shutdown: shutdown.clone(),
-            sessions: TaskTracker::new(),
             limits: limits.clone(),
             metrics: metrics.clone(),
-        });
+        }));
         let mut background = Vec::new();
         if let Some(store) = &store {
             background.push(tokio::spawn(sweeper::run(
@@ -144,8 +151,8 @@ impl Server {
         // Cancelled first, so a session that registers from now on sees it at once; then every
         // registered session is told through its queue (rooms' stories say `shutdown`).
         self.shutdown.cancel();
-        self.state.signaling().hub.shut_down();
-        let sessions = &self.state.signaling().sessions;
+        self.state.signaling().shut_down();
+        let sessions = self.state.signaling().sessions();
         sessions.close();
         let grace = self.state.config().shutdown_grace();
         if tokio::time::timeout(grace, sessions.wait()).await.is_err() {

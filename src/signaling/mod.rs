@@ -1,14 +1,15 @@
 //! The WebSocket signaling relay: upgrade, sessions, and the rooms they meet in.
 //!
-//! - [`hub`]: room membership and relay, the interface every session and the REST API go through.
+//! - [`rooms`]: the core: room membership and delivery, the interfaces every session and the
+//!   REST API go through.
 //! - [`session`]: one task per connection, whatever protocol it speaks.
 //! - [`native`]: signalpost's own protocol.
 //! - [`queue`]: the bounded per-session queue of outgoing messages.
 //! - [`upgrade`]: the HTTP upgrade, done by hand so the WebSocket buffers can be sized.
 
-pub mod hub;
 pub mod native;
 pub mod queue;
+pub mod rooms;
 pub mod session;
 pub mod upgrade;
 
@@ -21,7 +22,7 @@ use crate::config::Config;
 use crate::db::Store;
 use crate::limits::Limiters;
 use crate::telemetry::Metrics;
-use hub::Hub;
+use rooms::{Delivery, RoomDirectory};
 pub use session::SessionSettings;
 
 /// Largest text frame accepted. SDP with many candidates stays well under it; a larger frame
@@ -42,24 +43,100 @@ impl SessionSettings {
             },
             messages: crate::limits::rate::Rate::per_second(l.ws_msg_rate_per_sec, l.ws_msg_burst),
             strict_rooms: config.strict_rooms,
+            max_room_capacity: config.max_room_capacity,
         }
     }
 }
 
-/// Everything sessions share.
+/// Everything sessions share: a cheap handle; its parts are reached through narrow accessors.
 pub struct Signaling {
-    /// Rooms and sessions.
-    pub hub: Hub,
-    /// Paired rooms, for membership checks; `None` when SQLite is off.
+    rooms: Arc<dyn RoomDirectory>,
+    delivery: Arc<dyn Delivery>,
+    store: Option<Store>,
+    settings: SessionSettings,
+    shutdown: CancellationToken,
+    sessions: TaskTracker,
+    limits: Arc<Limiters>,
+    metrics: Arc<Metrics>,
+}
+
+/// What [`Signaling::new`] is made of.
+pub struct SignalingParts {
+    /// Room membership.
+    pub rooms: Arc<dyn RoomDirectory>,
+    /// Handing messages to sessions.
+    pub delivery: Arc<dyn Delivery>,
+    /// Paired rooms, for membership checks; `None` when the pairing API is off.
     pub store: Option<Store>,
     /// Session settings.
     pub settings: SessionSettings,
     /// Cancelled when the server stops.
     pub shutdown: CancellationToken,
-    /// Every session task, so shutdown can wait for them.
-    pub sessions: TaskTracker,
-    /// Connection slots and the per-connection message rate.
+    /// Connection slots and rates.
     pub limits: Arc<Limiters>,
-    /// The server's metrics (the hub counts into the same).
+    /// The server's metrics.
     pub metrics: Arc<Metrics>,
+}
+
+impl Signaling {
+    /// Puts the parts together.
+    pub fn new(parts: SignalingParts) -> Self {
+        Self {
+            rooms: parts.rooms,
+            delivery: parts.delivery,
+            store: parts.store,
+            settings: parts.settings,
+            shutdown: parts.shutdown,
+            sessions: TaskTracker::new(),
+            limits: parts.limits,
+            metrics: parts.metrics,
+        }
+    }
+
+    /// Room membership.
+    pub fn rooms(&self) -> &dyn RoomDirectory {
+        &*self.rooms
+    }
+
+    /// Handing messages to sessions.
+    pub fn delivery(&self) -> &dyn Delivery {
+        &*self.delivery
+    }
+
+    /// The pairing store, unless the pairing API is off.
+    pub fn store(&self) -> Option<&Store> {
+        self.store.as_ref()
+    }
+
+    /// Session settings.
+    pub fn settings(&self) -> &SessionSettings {
+        &self.settings
+    }
+
+    /// Cancelled when the server stops.
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Every session task, so shutdown can wait for them.
+    pub fn sessions(&self) -> &TaskTracker {
+        &self.sessions
+    }
+
+    /// Connection slots and rates.
+    pub fn limits(&self) -> &Limiters {
+        &self.limits
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Tells every room and session the server is stopping.
+    pub fn shut_down(&self) {
+        // Rooms first, so the sessions' goodbyes are the last thing they hear.
+        self.rooms.shut_down();
+        self.delivery.shut_down();
+    }
 }

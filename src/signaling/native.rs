@@ -1,106 +1,328 @@
 //! signalpost's own protocol (docs/protocol.md), spoken on the main port: `join_room`,
-//! `leave_room`, relayed offers, answers and candidates, and `ping`.
+//! `leave_room`, relayed offers, answers, candidates and messages, `resume`, and `ping`. A thin
+//! translation onto the rooms core: rooms live in space `s`, members are known by their
+//! clientId (or, after a resume, by the clientId of the session they resumed).
 
 use std::sync::Arc;
 
 use super::Signaling;
-use super::session::{Flow, Protocol, Replies};
+use super::rooms::{
+    Capacity, Departure, JoinOutcome, JoinRequest, LeaveReason, MemberInfo, PeerId, Rejoin,
+    RelayError, ResumeTicket, RoomEvent, RoomKey, RoomOptions, SessionId, Target, new_resume_token,
+};
+use super::session::{End, Flow, Protocol, Replies};
 use crate::db::{RoomLookup, StoreError};
 use crate::ids::{ClientId, DeviceId, RoomId};
-use crate::protocol::ws::{ClientMessage, ServerMessage, errors};
+use crate::protocol::rest::DEFAULT_CAPACITY;
+use crate::protocol::ws::{self, Addressee, ClientMessage, ParseError, ServerMessage, errors};
 
 /// The error text of a message refused for rate.
 pub const RATE_LIMITED: &str = "rate_limited";
 
+/// The rooms of this protocol.
+pub const SPACE: &str = "s";
+
+/// Close code of a session whose place a new session of its device took.
+pub const CLOSE_REPLACED: u16 = 4001;
+
+/// The room key of a room of this protocol.
+pub fn room_key(room: &RoomId) -> RoomKey {
+    RoomKey::new(SPACE, room.as_str())
+}
+
 /// What the store says of a join.
 enum Admission {
-    Allowed,
+    /// Any room: ad hoc, or paired and joined without a device.
+    Open,
+    /// A paired room, joined by one of its devices: its capacity is the pairing's.
+    Paired {
+        capacity: u32,
+    },
     NotAMember,
     /// The room was deleted or purged.
     Closed,
 }
 
-/// One session of the native protocol. Registered with the hub while it lives; dropping it
-/// unregisters it, however the session ended.
+/// The room a session is in, as the protocol needs it for relays.
+#[derive(Debug, Clone)]
+struct Current {
+    id: RoomId,
+    key: RoomKey,
+    capacity: Capacity,
+}
+
+/// One session of the native protocol, registered with the delivery while it lives.
 pub struct Native {
     signaling: Arc<Signaling>,
+    session: SessionId,
     client: ClientId,
+    /// How the others know this session in rooms: its clientId, or the one it resumed.
+    peer: PeerId,
+    /// What a new session presents to resume this one's place.
+    resume_token: Arc<str>,
+    room: Option<Current>,
+    /// No message handled yet: `resume` is only accepted first.
+    fresh: bool,
+    /// Set once the session has left its rooms (see [`Native::finish`]).
+    finished: bool,
 }
 
 impl Native {
-    /// A session registered as `client`.
-    pub fn new(signaling: Arc<Signaling>, client: ClientId) -> Self {
-        Self { signaling, client }
+    /// A session registered as `session`.
+    pub fn new(signaling: Arc<Signaling>, session: SessionId) -> Self {
+        let client = ClientId::generate();
+        Self {
+            signaling,
+            session,
+            peer: client.to_string().into(),
+            client,
+            resume_token: new_resume_token(),
+            room: None,
+            fresh: true,
+            finished: false,
+        }
     }
 
-    /// Whether this device may join this room. Paired rooms (in the database) admit only their
+    /// The connection's clientId.
+    pub fn client(&self) -> ClientId {
+        self.client
+    }
+
+    /// The session ended: out of its rooms (or detached, if it asked and the connection
+    /// dropped), then out of the delivery.
+    pub async fn finish(&mut self, end: End) {
+        self.finished = true;
+        let how = match end {
+            End::ClientGone | End::Idle => Departure::Dropped,
+            _ => Departure::Closed,
+        };
+        if let Err(e) = self.signaling.rooms().disconnect(self.session, how).await {
+            log::warn!("session {}: leaving its rooms failed: {e}", self.client);
+        }
+        self.signaling.delivery().unregister(self.session);
+    }
+
+    /// Whether this device may join this room. Paired rooms (in the store) admit only their
     /// devices, deleted ones nobody; with strict rooms, only paired rooms exist.
     async fn admission(
         &self,
         room: &RoomId,
         device: Option<&DeviceId>,
     ) -> Result<Admission, StoreError> {
-        let strict = self.signaling.settings.strict_rooms;
-        let Some(store) = &self.signaling.store else {
+        let strict = self.signaling.settings().strict_rooms;
+        let Some(store) = self.signaling.store() else {
             return Ok(if strict {
                 Admission::NotAMember
             } else {
-                Admission::Allowed
+                Admission::Open
             });
         };
         Ok(match store.lookup_room(room.clone()).await? {
             RoomLookup::Paired(paired) => match device {
-                Some(d) if paired.has_member(d) => Admission::Allowed,
+                Some(d) if paired.has_member(d) => Admission::Paired {
+                    capacity: paired.capacity,
+                },
                 // Without a deviceId, an ad-hoc join of a paired room's id (the original
                 // protocol's way) is still allowed unless rooms are strict.
-                None if !strict => Admission::Allowed,
+                None if !strict => Admission::Open,
                 _ => Admission::NotAMember,
             },
             RoomLookup::Deleted => Admission::Closed,
             RoomLookup::Unknown if strict => Admission::NotAMember,
-            RoomLookup::Unknown => Admission::Allowed,
+            RoomLookup::Unknown => Admission::Open,
         })
     }
 
-    /// Handles one message; returns the direct reply, if any (hub messages go via the queue).
+    async fn join(
+        &mut self,
+        room_id: RoomId,
+        device: Option<DeviceId>,
+        capacity: Option<u64>,
+        resumable: bool,
+    ) -> Option<ServerMessage> {
+        let max = u64::from(self.signaling.settings().max_room_capacity);
+        let asked = match capacity {
+            None => DEFAULT_CAPACITY,
+            Some(n) if (2..=max).contains(&n) => n as u32,
+            Some(_) => return Some(ServerMessage::error(errors::INVALID_CAPACITY)),
+        };
+        let rooms = self.signaling.rooms();
+        let checked_at = rooms.epoch();
+        let (capacity, paired) = match self.admission(&room_id, device.as_ref()).await {
+            Ok(Admission::Open) => (asked, false),
+            Ok(Admission::Paired { capacity }) => (capacity, true),
+            Ok(Admission::NotAMember) => return Some(ServerMessage::error(errors::NOT_A_MEMBER)),
+            Ok(Admission::Closed) => return Some(ServerMessage::RoomClosed { room_id }),
+            Err(e) => {
+                log::error!("membership check failed: {e}");
+                return Some(ServerMessage::error(errors::INTERNAL));
+            }
+        };
+        let key = room_key(&room_id);
+        let request = JoinRequest {
+            session: self.session,
+            room: key.clone(),
+            member: MemberInfo::peer(self.peer.clone()),
+            options: RoomOptions::room(capacity),
+            // A device that comes back replaces its stale session, in its paired room.
+            replace_same_device: paired,
+            device,
+            replace_same_peer: false,
+            exclusive: true,
+            rejoin: Rejoin::Quiet,
+            resume: resumable.then(|| ResumeTicket {
+                token: self.resume_token.clone(),
+            }),
+            checked_at,
+        };
+        match rooms.join(request).await {
+            Ok(JoinOutcome::Joined { .. } | JoinOutcome::AlreadyMember) => {
+                // Whatever the room's capacity is, the first join fixed it; the Joined event
+                // tells it, and relays until then read it from here.
+                self.room = Some(Current {
+                    id: room_id,
+                    key,
+                    capacity: Capacity::Limited(capacity),
+                });
+                None
+            }
+            Ok(JoinOutcome::Full { capacity }) => {
+                Some(ServerMessage::room_full(room_id, capacity.max()))
+            }
+            Ok(JoinOutcome::Closed) => Some(ServerMessage::RoomClosed { room_id }),
+            Err(e) => {
+                log::error!("join failed: {e}");
+                Some(ServerMessage::error(errors::INTERNAL))
+            }
+        }
+    }
+
+    async fn leave(&mut self) -> ServerMessage {
+        let Some(current) = self.room.take() else {
+            return ServerMessage::LeftRoom { room_id: None };
+        };
+        if let Err(e) = self
+            .signaling
+            .rooms()
+            .leave(self.session, &current.key)
+            .await
+        {
+            log::error!("leave failed: {e}");
+        }
+        ServerMessage::LeftRoom {
+            room_id: Some(current.id),
+        }
+    }
+
+    async fn resume(&mut self, token: &str) -> Option<ServerMessage> {
+        if !self.fresh {
+            return Some(ServerMessage::error(errors::RESUME_FAILED));
+        }
+        match self.signaling.rooms().resume(token, self.session).await {
+            // The `resumed` answer and the kept messages are in the queue already.
+            Ok(Ok(())) => None,
+            Ok(Err(_)) => Some(ServerMessage::error(errors::RESUME_FAILED)),
+            Err(e) => {
+                log::error!("resume failed: {e}");
+                Some(ServerMessage::error(errors::RESUME_FAILED))
+            }
+        }
+    }
+
+    fn relay(&self, relay: &ws::Relay<'_>) -> Option<ServerMessage> {
+        let Some(current) = &self.room else {
+            return Some(ServerMessage::error(errors::NOT_IN_ROOM));
+        };
+        let addressee = relay.addressee();
+        let to = match &addressee {
+            Addressee::Others => None,
+            Addressee::Peer(peer) => Some(peer.as_str()),
+            Addressee::Invalid(raw) => return Some(unknown_peer(raw)),
+        };
+        let frame = match relay.to_peer_frame(&self.peer, &current.id, to) {
+            Ok(frame) => frame,
+            Err(text) => return Some(ServerMessage::error(text)),
+        };
+        let target = to.map_or(Target::Others, Target::Peer);
+        let relayed = self.signaling.rooms().relay(
+            self.session,
+            &current.key,
+            target,
+            super::rooms::Frame::Owned(frame),
+            relay.kind.as_str(),
+        );
+        match relayed {
+            Ok(_) => None,
+            Err(RelayError::NotInRoom) => Some(ServerMessage::error(errors::NOT_IN_ROOM)),
+            Err(RelayError::UnknownPeer) => Some(unknown_peer(to.unwrap_or_default())),
+            // A room of two behaves as it always did; a larger one says so.
+            Err(RelayError::Alone {
+                capacity: Capacity::Limited(2),
+            }) => Some(ServerMessage::error(errors::ROOM_NOT_READY)),
+            Err(RelayError::Alone { .. }) => Some(ServerMessage::error(errors::NO_OTHER_USERS)),
+        }
+    }
+
+    /// Handles one message; returns the direct reply, if any (what rooms say goes via the
+    /// queue).
     async fn handle(&mut self, text: &str) -> Option<ServerMessage> {
         let message = match ClientMessage::parse(text) {
             Ok(m) => m,
+            Err(ParseError::InvalidToken) => {
+                return Some(ServerMessage::error(errors::RESUME_FAILED));
+            }
             Err(e) => return Some(ServerMessage::error(e.to_string())),
         };
-        let hub = &self.signaling.hub;
         match message {
-            ClientMessage::JoinRoom { room_id, device_id } => {
-                let checked_at = hub.epoch();
-                match self.admission(&room_id, device_id.as_ref()).await {
-                    Ok(Admission::Allowed) => {
-                        hub.join(self.client, room_id, device_id, checked_at);
-                        None
-                    }
-                    Ok(Admission::NotAMember) => Some(ServerMessage::error(errors::NOT_A_MEMBER)),
-                    Ok(Admission::Closed) => Some(ServerMessage::RoomClosed { room_id }),
-                    Err(e) => {
-                        log::error!("membership check failed: {e}");
-                        Some(ServerMessage::error(errors::INTERNAL))
-                    }
-                }
-            }
-            ClientMessage::LeaveRoom => {
-                hub.leave(self.client);
-                None
-            }
+            ClientMessage::JoinRoom {
+                room_id,
+                device_id,
+                capacity,
+                resumable,
+            } => self.join(room_id, device_id, capacity, resumable).await,
+            ClientMessage::LeaveRoom => Some(self.leave().await),
+            ClientMessage::Resume { token } => self.resume(&token).await,
             ClientMessage::Ping => Some(ServerMessage::Pong),
-            ClientMessage::Relay(relay) => match hub.relay(self.client, &relay) {
-                Ok(_) => None,
-                Err(e) => Some(ServerMessage::error(e.to_string())),
-            },
+            ClientMessage::Relay(relay) => self.relay(&relay),
         }
     }
+
+    /// Whether an event is about the room this session is in.
+    fn is_current(&self, room: &RoomKey) -> bool {
+        self.room.as_ref().is_some_and(|c| c.key == *room)
+    }
+}
+
+/// `Unknown peer` for a `to` that names no other member.
+fn unknown_peer(to: &str) -> ServerMessage {
+    ServerMessage::Error {
+        error: errors::UNKNOWN_PEER.to_owned(),
+        peer_id: Some(to.to_owned()),
+    }
+}
+
+/// A room id of this protocol's space (events only ever carry those to a native session).
+fn room_id(key: &RoomKey) -> Option<RoomId> {
+    RoomId::parse(key.id()).ok()
 }
 
 impl Drop for Native {
     fn drop(&mut self) {
-        self.signaling.hub.disconnect(self.client);
+        if self.finished {
+            return;
+        }
+        // The session task was cancelled or panicked before `finish`: leave anyway.
+        let signaling = self.signaling.clone();
+        let session = self.session;
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = signaling
+                    .rooms()
+                    .disconnect(session, Departure::Closed)
+                    .await;
+                signaling.delivery().unregister(session);
+            });
+        }
     }
 }
 
@@ -109,19 +331,159 @@ impl Protocol for Native {
         let connected = ServerMessage::Connected {
             client_id: self.client.to_string(),
             server: "signalpost",
+            resume_token: self.resume_token.to_string(),
         };
         Some(connected.to_json())
     }
 
     async fn on_text(&mut self, text: &str, replies: &mut Replies) -> Flow {
-        if let Some(reply) = self.handle(text).await {
+        let reply = self.handle(text).await;
+        self.fresh = false;
+        if let Some(reply) = reply {
             replies.push(reply.to_json());
         }
         Flow::Continue
     }
 
     fn on_binary(&mut self, replies: &mut Replies) -> Flow {
+        self.fresh = false;
         replies.push(ServerMessage::error(errors::BINARY_UNSUPPORTED).to_json());
+        Flow::Continue
+    }
+
+    fn render(&mut self, event: &RoomEvent, frames: &mut Replies) -> Flow {
+        let Some(room) = room_id(event.room()) else {
+            return Flow::Continue;
+        };
+        let mut say = |m: ServerMessage| frames.push(m.to_json());
+        match event {
+            RoomEvent::Joined {
+                me,
+                options,
+                peers,
+                again,
+                first,
+                ..
+            } => {
+                let count = peers.len() + 1;
+                let capacity = options.capacity.max();
+                if let Some(current) = &mut self.room
+                    && current.key == *event.room()
+                {
+                    current.capacity = options.capacity;
+                }
+                say(ServerMessage::RoomJoined {
+                    room_id: room.clone(),
+                    user_count: count,
+                    is_initiator: *first,
+                    ready: count >= 2,
+                    peer_id: me.peer.to_string(),
+                    capacity,
+                    peers: peers.iter().map(|p| p.peer.to_string()).collect(),
+                });
+                if capacity == 2 && count == 2 && !again {
+                    say(ServerMessage::RoomReady {
+                        room_id: room,
+                        message: ws::ROOM_READY_MESSAGE,
+                        user_count: count,
+                        is_initiator: *first,
+                    });
+                }
+            }
+            RoomEvent::PeerJoined {
+                member,
+                count,
+                options,
+                receiver_first,
+                ..
+            } => {
+                if options.capacity == Capacity::Limited(2) {
+                    if *count == 2 {
+                        say(ServerMessage::RoomReady {
+                            room_id: room,
+                            message: ws::ROOM_READY_MESSAGE,
+                            user_count: *count,
+                            is_initiator: *receiver_first,
+                        });
+                    }
+                } else {
+                    say(ServerMessage::PeerJoined {
+                        room_id: room,
+                        peer_id: member.peer.to_string(),
+                        user_count: *count,
+                    });
+                }
+            }
+            RoomEvent::PeerLeft { peer, reason, .. } => {
+                let peer_id = peer.to_string();
+                say(match reason {
+                    LeaveReason::Left | LeaveReason::Purged => ServerMessage::PeerLeft {
+                        message: ws::PEER_LEFT_MESSAGE,
+                        peer_id,
+                        reason: None,
+                    },
+                    LeaveReason::Timeout => ServerMessage::PeerLeft {
+                        message: ws::PEER_LEFT_MESSAGE,
+                        peer_id,
+                        reason: Some("timeout"),
+                    },
+                    LeaveReason::Disconnected | LeaveReason::Replaced => {
+                        ServerMessage::PeerDisconnected {
+                            message: ws::PEER_DISCONNECTED_MESSAGE,
+                            peer_id,
+                            resumable: None,
+                        }
+                    }
+                    LeaveReason::Detached => ServerMessage::PeerDisconnected {
+                        message: ws::PEER_DISCONNECTED_MESSAGE,
+                        peer_id,
+                        resumable: Some(true),
+                    },
+                });
+            }
+            RoomEvent::PeerReconnected { peer, .. } => say(ServerMessage::PeerReconnected {
+                room_id: room,
+                peer_id: peer.to_string(),
+            }),
+            RoomEvent::Resumed {
+                peer,
+                count,
+                peers,
+                missed,
+                token,
+                capacity,
+                ..
+            } => {
+                self.peer = peer.clone();
+                self.resume_token = token.clone();
+                self.room = Some(Current {
+                    id: room.clone(),
+                    key: event.room().clone(),
+                    capacity: *capacity,
+                });
+                say(ServerMessage::Resumed {
+                    room_id: room,
+                    peer_id: peer.to_string(),
+                    user_count: *count,
+                    peers: peers.iter().map(|p| p.peer.to_string()).collect(),
+                    missed: *missed,
+                    resume_token: token.to_string(),
+                });
+            }
+            RoomEvent::Closed { .. } => {
+                if self.is_current(event.room()) {
+                    self.room = None;
+                }
+                say(ServerMessage::RoomClosed { room_id: room });
+            }
+            RoomEvent::Replaced { .. } => {
+                if self.is_current(event.room()) {
+                    self.room = None;
+                }
+                say(ServerMessage::Replaced);
+                return Flow::Close(CLOSE_REPLACED, "replaced");
+            }
+        }
         Flow::Continue
     }
 

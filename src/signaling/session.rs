@@ -26,8 +26,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
-use super::hub::{Mailbox, Outbound};
 use super::queue::Event;
+use super::rooms::{Frame, Mailbox, Outbound, RoomEvent};
 use crate::limits::rate::{Bucket, Rate};
 use crate::telemetry::{Metrics, Refusal};
 
@@ -62,6 +62,10 @@ pub trait Protocol: Send {
     /// One binary frame from the client.
     fn on_binary(&mut self, replies: &mut Replies) -> Flow;
 
+    /// Something happened to one of the session's rooms: the frames it means in this protocol
+    /// go to `frames`, in order.
+    fn render(&mut self, event: &RoomEvent, frames: &mut Replies) -> Flow;
+
     /// The answer to a message refused for rate, if the protocol has one.
     fn rate_limited(&self) -> Option<String>;
 
@@ -84,12 +88,16 @@ pub struct SessionSettings {
     pub messages: Rate,
     /// Whether every join must name a paired room and a member device.
     pub strict_rooms: bool,
+    /// The largest capacity a room may be given.
+    pub max_room_capacity: u32,
 }
 
 /// Why a session ended, and what the client is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
-    /// The client closed or the connection broke.
+    /// The client said goodbye with a close frame.
+    ClientClosed,
+    /// The connection broke (or ended without a close frame).
     ClientGone,
     /// A frame over the size limit (1009).
     TooBig,
@@ -109,7 +117,7 @@ impl End {
     /// The close frame the client is sent, if any.
     fn close_frame(self) -> Option<(CloseCode, &'static str)> {
         match self {
-            End::ClientGone => None,
+            End::ClientClosed | End::ClientGone => None,
             End::TooBig => Some((CloseCode::Size, "message too big")),
             End::TooSlow => Some((CloseCode::Policy, "send queue full")),
             End::RateLimited => Some((CloseCode::Policy, "rate limited")),
@@ -118,6 +126,29 @@ impl End {
             End::Closed(code, reason) => Some((CloseCode::from(code), reason)),
         }
     }
+}
+
+/// The next thing to write: a frame an event rendered into, else the queue's next item.
+async fn next_out(
+    rendered: &mut std::collections::VecDeque<String>,
+    mailbox: &Mailbox,
+) -> Event<Out> {
+    if let Some(text) = rendered.pop_front() {
+        return Event::Item(Out::Text(text));
+    }
+    match mailbox.rx.next().await {
+        Event::Item(message) => Event::Item(Out::Message(message)),
+        Event::Kicked => Event::Kicked,
+        Event::Closed => Event::Closed,
+    }
+}
+
+/// What the loop writes next.
+enum Out {
+    /// A frame an event rendered into.
+    Text(String),
+    /// An item of the queue.
+    Message(Outbound),
 }
 
 /// The socket, with at most one frame being written.
@@ -184,6 +215,7 @@ where
         strikes: 0,
         replies: Vec::new(),
         deadline: None,
+        rendered: std::collections::VecDeque::new(),
     };
     let end = session.run(&mut conn, protocol, shutdown).await;
     count_end(metrics, end);
@@ -231,6 +263,9 @@ struct Loop<'a> {
     /// When the pending write must have completed; armed only for a write that did not
     /// complete at once, so an idle session holds no timer.
     deadline: Option<Pin<Box<Sleep>>>,
+    /// Frames an event rendered into, waiting for the socket (an event renders into a few at
+    /// most).
+    rendered: std::collections::VecDeque<String>,
 }
 
 impl Loop<'_> {
@@ -286,12 +321,37 @@ impl Loop<'_> {
                     log::info!("session closed: a write took over {:?}", settings.write_timeout);
                     Err(End::TooSlow)
                 }
-                event = self.mailbox.rx.next(), if !conn.writing => match event {
+                event = next_out(&mut self.rendered, self.mailbox), if !conn.writing => match event {
                     Event::Kicked => Err(End::TooSlow),
-                    Event::Item(Outbound::Text(text)) => self.write(conn, Message::text(text)),
-                    Event::Item(Outbound::Close(code, reason)) => Err(End::Closed(code, reason)),
-                    Event::Item(Outbound::Shutdown) => Err(self.say_goodbye(conn, protocol)),
-                    // The hub holds the sender until this session unregisters.
+                    Event::Item(Out::Text(text)) => self.write(conn, Message::text(text)),
+                    Event::Item(Out::Message(Outbound::Frame(frame))) => {
+                        let text = match frame {
+                            Frame::Owned(text) => text,
+                            Frame::Shared(text) => text.to_string(),
+                        };
+                        self.write(conn, Message::text(text))
+                    }
+                    Event::Item(Out::Message(Outbound::Event(event))) => {
+                        let mut frames = std::mem::take(&mut self.replies);
+                        let flow = protocol.render(&event, &mut frames);
+                        self.rendered.extend(frames.drain(..));
+                        self.replies = frames;
+                        match flow {
+                            Flow::Continue => Ok(()),
+                            // Whatever the event rendered goes out before the close.
+                            Flow::Close(code, reason) => {
+                                self.flush_rendered(conn);
+                                Err(End::Closed(code, reason))
+                            }
+                        }
+                    }
+                    Event::Item(Out::Message(Outbound::Close(code, reason))) => {
+                        Err(End::Closed(code, reason))
+                    }
+                    Event::Item(Out::Message(Outbound::Shutdown)) => {
+                        Err(self.say_goodbye(conn, protocol))
+                    }
+                    // The delivery holds the sender until this session unregisters.
                     Event::Closed => Err(End::ClientGone),
                 },
                 _ = heartbeat.tick() => {
@@ -310,6 +370,17 @@ impl Loop<'_> {
                     log::info!("session closed: too slow to take its messages");
                 }
                 return end;
+            }
+        }
+    }
+
+    /// Hands what an event rendered to the socket before a close, as far as it takes it at once.
+    fn flush_rendered<S: AsyncRead + AsyncWrite + Unpin>(&mut self, conn: &mut Conn<S>) {
+        while !conn.writing
+            && let Some(text) = self.rendered.pop_front()
+        {
+            if conn.start_write(Message::text(text)).is_err() {
+                return;
             }
         }
     }
@@ -335,7 +406,7 @@ impl Loop<'_> {
     fn queue(&self, text: String) -> Result<(), End> {
         self.mailbox
             .rx
-            .push(Outbound::Text(text))
+            .push(Outbound::Frame(Frame::Owned(text)))
             .map_err(|_| End::TooSlow)
     }
 
@@ -378,7 +449,7 @@ impl Loop<'_> {
         let flow = match message {
             Message::Text(text) => protocol.on_text(text.as_str(), &mut replies).await,
             Message::Binary(_) => protocol.on_binary(&mut replies),
-            Message::Close(_) => return Err(End::ClientGone),
+            Message::Close(_) => return Err(End::ClientClosed),
             // tungstenite answers pings itself; any frame counts as a sign of life.
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Flow::Continue,
         };

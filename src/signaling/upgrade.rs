@@ -79,7 +79,7 @@ pub fn accept(
     let on_upgrade = on_upgrade.ok_or(UpgradeError::NotUpgradable)?;
     let accept_key = derive_accept_key(key.as_bytes());
 
-    let tracker = signaling.sessions.clone();
+    let tracker = signaling.sessions().clone();
     tracker.spawn(async move {
         // The connection holds its slot until the session ends.
         let _slot = slot;
@@ -111,17 +111,19 @@ async fn run_native<S>(ws: WebSocketStream<S>, signaling: Arc<Signaling>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let (client, mailbox) = signaling.hub.connect(signaling.settings.queue);
+    let (session, mailbox) = signaling.delivery().register(signaling.settings().queue);
+    let mut native = Native::new(signaling.clone(), session);
+    let client = native.client();
     log::debug!("session {client} connected");
-    let mut native = Native::new(signaling.clone(), client);
     let end = session::run(
         ws,
         &mut native,
         &mailbox,
-        &signaling.settings,
-        &signaling.shutdown,
-        &signaling.metrics,
+        signaling.settings(),
+        signaling.shutdown_token(),
+        signaling.metrics(),
     )
     .await;
     log::debug!("session {client} ended: {end:?}");
+    native.finish(end).await;
 }

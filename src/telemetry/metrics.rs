@@ -192,6 +192,12 @@ pub struct Metrics {
     pairings: [Counter; PairingOutcome::ALL.len()],
     relayed_messages: [Counter; RelayKind::ALL.len()],
     relayed_bytes: [Counter; RelayKind::ALL.len()],
+    /// Other kinds (the dialects'), created on first use.
+    other_messages: Family<TypeLabel, Counter>,
+    other_bytes: Family<TypeLabel, Counter>,
+    /// All kinds together, for `/stats` (not exported: the sum of the families above).
+    relayed_total: Counter,
+    relayed_total_bytes: Counter,
     refusals: [Counter; Refusal::ALL.len()],
     ws_closes: Family<CodeLabel, Counter>,
     pairing_wait: Histogram,
@@ -336,6 +342,10 @@ impl Metrics {
             pairings,
             relayed_messages,
             relayed_bytes,
+            other_messages: messages,
+            other_bytes: bytes,
+            relayed_total: Counter::default(),
+            relayed_total_bytes: Counter::default(),
             refusals,
             ws_closes,
             pairing_wait,
@@ -363,11 +373,21 @@ impl Metrics {
         self.pairing_wait.observe(waited.as_secs_f64());
     }
 
-    /// Counts one relayed message of `bytes` bytes.
-    pub fn relayed(&self, kind: RelayKind, bytes: usize) {
-        let i = kind_index(kind);
-        self.relayed_messages[i].inc();
-        self.relayed_bytes[i].inc_by(bytes as u64);
+    /// Counts one relayed message of `bytes` bytes, by its type on the wire.
+    pub fn relayed(&self, kind: &'static str, bytes: usize) {
+        self.relayed_total.inc();
+        self.relayed_total_bytes.inc_by(bytes as u64);
+        match RelayKind::ALL.iter().position(|k| k.as_str() == kind) {
+            Some(i) => {
+                self.relayed_messages[i].inc();
+                self.relayed_bytes[i].inc_by(bytes as u64);
+            }
+            None => {
+                let label = TypeLabel { r#type: kind };
+                self.other_messages.get_or_create(&label).inc();
+                self.other_bytes.get_or_create(&label).inc_by(bytes as u64);
+            }
+        }
     }
 
     /// Counts one refusal.
@@ -418,8 +438,8 @@ impl Metrics {
 
     /// Messages and bytes relayed so far, all types together.
     pub fn relayed_totals(&self) -> (u64, u64) {
-        let messages = self.relayed_messages.iter().map(Counter::get).sum();
-        let bytes = self.relayed_bytes.iter().map(Counter::get).sum();
+        let messages = self.relayed_total.get();
+        let bytes = self.relayed_total_bytes.get();
         (messages, bytes)
     }
 
@@ -450,13 +470,6 @@ fn gauge(registry: &mut Registry, name: &str, help: &str) -> Gauge {
     let g = Gauge::default();
     registry.register(name, help, g.clone());
     g
-}
-
-fn kind_index(kind: RelayKind) -> usize {
-    RelayKind::ALL
-        .iter()
-        .position(|k| *k == kind)
-        .unwrap_or_default()
 }
 
 fn saturating_i64(v: u64) -> i64 {
@@ -496,8 +509,8 @@ mod tests {
     fn typed_calls_move_exactly_their_series() {
         let m = Metrics::new();
         m.pairing(PairingOutcome::Accepted);
-        m.relayed(RelayKind::Candidate, 40);
-        m.relayed(RelayKind::Candidate, 2);
+        m.relayed("ice_candidate", 40);
+        m.relayed("ice_candidate", 2);
         m.refused(Refusal::QueueFull);
         m.ws_closed(Some(1008));
         m.ws_closed(None);

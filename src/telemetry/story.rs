@@ -19,8 +19,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use sha1::{Digest, Sha1};
 
-use crate::ids::{ClientId, DeviceId, RoomId};
-use crate::protocol::ws::RelayKind;
+use crate::ids::DeviceId;
 
 /// The log target of stories, so operators can route or filter them
 /// (`RUST_LOG=info,signalpost::story=off` turns them off).
@@ -28,6 +27,10 @@ pub const TARGET: &str = "signalpost::story";
 
 /// The first word of every story line; the JSON object follows it.
 pub const PREFIX: &str = "room_story";
+
+/// Kinds of relayed message tallied per story; more kinds (a client inventing types is
+/// refused before it gets here, but dialects have their own) are tallied as `other`.
+const MAX_KINDS: usize = 12;
 
 /// Joins listed per story. Two devices and a few reconnects fit; a client rejoining in a loop
 /// is counted beyond it (`joinsNotListed`), never stored, so a room's memory stays bounded.
@@ -79,11 +82,13 @@ fn device_hash_u32(device: &DeviceId) -> u32 {
     u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct JoinEvent {
     /// Since the room opened, in milliseconds (u32: 49 days).
     at_ms: u32,
-    client: ClientId,
+    /// The member's peer id in the room (a clientId for signalpost's own protocol, random per
+    /// connection).
+    peer: std::sync::Arc<str>,
     device: Option<u32>,
 }
 
@@ -100,7 +105,7 @@ pub struct RoomLog {
     joins: Vec<JoinEvent>,
     joins_not_listed: u32,
     reconnects: u32,
-    relayed: [Tally; RelayKind::ALL.len()],
+    relayed: Vec<(&'static str, Tally)>,
 }
 
 impl Default for RoomLog {
@@ -118,7 +123,7 @@ impl RoomLog {
             joins: Vec::with_capacity(2),
             joins_not_listed: 0,
             reconnects: 0,
-            relayed: Default::default(),
+            relayed: Vec::new(),
         }
     }
 
@@ -127,13 +132,13 @@ impl RoomLog {
         self.opened
     }
 
-    /// Records a join. A client or device that joined this room before is a reconnect.
-    pub fn joined(&mut self, client: ClientId, device: Option<&DeviceId>, now: Instant) {
+    /// Records a join. A peer or device that joined this room before is a reconnect.
+    pub fn joined(&mut self, peer: &std::sync::Arc<str>, device: Option<&DeviceId>, now: Instant) {
         let device = device.map(device_hash_u32);
         let again = self
             .joins
             .iter()
-            .any(|j| j.client == client || (device.is_some() && j.device == device));
+            .any(|j| j.peer == *peer || (device.is_some() && j.device == device));
         if again {
             self.reconnects += 1;
         }
@@ -141,7 +146,7 @@ impl RoomLog {
             let at_ms = now.saturating_duration_since(self.opened).as_millis();
             self.joins.push(JoinEvent {
                 at_ms: u32::try_from(at_ms).unwrap_or(u32::MAX),
-                client,
+                peer: peer.clone(),
                 device,
             });
         } else {
@@ -150,27 +155,36 @@ impl RoomLog {
     }
 
     /// Records a relayed message of `bytes` bytes.
-    pub fn relayed(&mut self, kind: RelayKind, bytes: usize) {
-        if let Some(t) = RelayKind::ALL
-            .iter()
-            .position(|k| *k == kind)
-            .and_then(|i| self.relayed.get_mut(i))
-        {
-            t.messages = t.messages.saturating_add(1);
-            t.bytes = t.bytes.saturating_add(bytes as u64);
-        }
+    pub fn relayed(&mut self, kind: &'static str, bytes: usize) {
+        let i = match self.relayed.iter().position(|(k, _)| *k == kind) {
+            Some(i) => i,
+            None if self.relayed.len() < MAX_KINDS => {
+                self.relayed.push((kind, Tally::default()));
+                self.relayed.len() - 1
+            }
+            None => match self.relayed.iter().position(|(k, _)| *k == "other") {
+                Some(i) => i,
+                None => {
+                    self.relayed.push(("other", Tally::default()));
+                    self.relayed.len() - 1
+                }
+            },
+        };
+        let t = &mut self.relayed[i].1;
+        t.messages = t.messages.saturating_add(1);
+        t.bytes = t.bytes.saturating_add(bytes as u64);
     }
 
-    /// The story of this room, ending now.
-    pub fn finish(&self, room: &RoomId, end: RoomEnd, now: Instant) -> Story {
+    /// The story of this room (its id already redacted), ending now.
+    pub fn finish(&self, room: String, end: RoomEnd, now: Instant) -> Story {
         Story {
-            room: room.redacted(),
+            room,
             ended: end,
             age: now.saturating_duration_since(self.opened),
             joins: self.joins.clone(),
             joins_not_listed: self.joins_not_listed,
             reconnects: self.reconnects,
-            relayed: self.relayed,
+            relayed: self.relayed.clone(),
         }
     }
 }
@@ -184,7 +198,7 @@ pub struct Story {
     joins: Vec<JoinEvent>,
     joins_not_listed: u32,
     reconnects: u32,
-    relayed: [Tally; RelayKind::ALL.len()],
+    relayed: Vec<(&'static str, Tally)>,
 }
 
 #[derive(Serialize)]
@@ -225,13 +239,11 @@ impl Story {
     /// `bytes`; types never relayed are left out), `totalMessages`, `totalBytes`.
     pub fn to_json(&self) -> String {
         let mut messages = serde_json::Map::new();
-        for (kind, tally) in RelayKind::ALL.iter().zip(&self.relayed) {
-            if tally.messages > 0 {
-                messages.insert(
-                    kind.as_str().to_owned(),
-                    serde_json::json!({"count": tally.messages, "bytes": tally.bytes}),
-                );
-            }
+        for (kind, tally) in &self.relayed {
+            messages.insert(
+                (*kind).to_owned(),
+                serde_json::json!({"count": tally.messages, "bytes": tally.bytes}),
+            );
         }
         let json = StoryJson {
             room: &self.room,
@@ -242,15 +254,19 @@ impl Story {
                 .iter()
                 .map(|j| JoinJson {
                     at_ms: j.at_ms,
-                    client_id: j.client.to_string(),
+                    client_id: j.peer.to_string(),
                     device: j.device.map(|h| format!("{h:08x}")),
                 })
                 .collect(),
             joins_not_listed: self.joins_not_listed,
             reconnects: self.reconnects,
             messages,
-            total_messages: self.relayed.iter().map(|t| u64::from(t.messages)).sum(),
-            total_bytes: self.relayed.iter().map(|t| t.bytes).sum(),
+            total_messages: self
+                .relayed
+                .iter()
+                .map(|(_, t)| u64::from(t.messages))
+                .sum(),
+            total_bytes: self.relayed.iter().map(|(_, t)| t.bytes).sum(),
         };
         // Strings and numbers only: serialising cannot fail.
         serde_json::to_string(&json).unwrap_or_default()
@@ -273,7 +289,13 @@ impl Story {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::{ClientId, RoomId};
     use serde_json::Value;
+    use std::sync::Arc;
+
+    fn peer() -> Arc<str> {
+        ClientId::generate().to_string().into()
+    }
 
     fn device(s: &str) -> DeviceId {
         DeviceId::parse(s).unwrap()
@@ -292,24 +314,24 @@ mod tests {
     fn a_story_tells_joins_reconnects_and_traffic_without_raw_ids() {
         let t0 = Instant::now();
         let room = RoomId::parse("0123456789abcdef0123456789abcdef").unwrap();
-        let (a, b, b2) = (
-            ClientId::generate(),
-            ClientId::generate(),
-            ClientId::generate(),
-        );
+        let (a, b, b2) = (peer(), peer(), peer());
         let mut log = RoomLog::new(t0);
-        log.joined(a, Some(&device("device-A")), t0);
+        log.joined(&a, Some(&device("device-A")), t0);
         log.joined(
-            b,
+            &b,
             Some(&device("device-B")),
             t0 + Duration::from_millis(1500),
         );
-        log.relayed(RelayKind::Offer, 100);
-        log.relayed(RelayKind::Candidate, 30);
-        log.relayed(RelayKind::Candidate, 31);
+        log.relayed("webrtc_offer", 100);
+        log.relayed("ice_candidate", 30);
+        log.relayed("ice_candidate", 31);
         // device-B's connection drops and comes back as a new client.
-        log.joined(b2, Some(&device("device-B")), t0 + Duration::from_secs(3));
-        let story = log.finish(&room, RoomEnd::Disconnected, t0 + Duration::from_secs(10));
+        log.joined(&b2, Some(&device("device-B")), t0 + Duration::from_secs(3));
+        let story = log.finish(
+            room.redacted(),
+            RoomEnd::Disconnected,
+            t0 + Duration::from_secs(10),
+        );
         let line = story.message();
         assert!(line.starts_with("room_story {"), "{line}");
         assert!(!line.contains("device-A") && !line.contains("0123456789abcdef0123"));
@@ -339,9 +361,9 @@ mod tests {
     fn a_rejoin_loop_is_counted_not_stored() {
         let t0 = Instant::now();
         let mut log = RoomLog::new(t0);
-        let a = ClientId::generate();
+        let a = peer();
         for _ in 0..100 {
-            log.joined(a, None, t0);
+            log.joined(&a, None, t0);
         }
         assert_eq!(log.joins.len(), MAX_JOINS_LISTED);
         assert_eq!(log.joins_not_listed, 100 - MAX_JOINS_LISTED as u32);

@@ -438,8 +438,8 @@ async fn the_room_list_needs_the_admin_token() {
     assert_eq!(
         good.json(),
         json!({"rooms": [
-            {"roomId": "full-room", "userCount": 2, "full": true},
-            {"roomId": "half-room", "userCount": 1, "full": false},
+            {"roomId": "full-room", "protocol": "signalpost", "userCount": 2, "capacity": 2, "full": true},
+            {"roomId": "half-room", "protocol": "signalpost", "userCount": 1, "capacity": 2, "full": false},
         ], "totalRooms": 2})
     );
 }

@@ -26,12 +26,14 @@ async fn first_member_is_the_initiator_and_both_hear_room_ready() {
     a.join("room-1").await;
     assert_eq!(
         a.recv().await,
-        json!({"type":"room_joined","roomId":"room-1","userCount":1,"isInitiator":true,"ready":false})
+        json!({"type":"room_joined","roomId":"room-1","userCount":1,"isInitiator":true,"ready":false,
+               "peerId":a.client_id,"capacity":2,"peers":[]})
     );
     b.join("room-1").await;
     assert_eq!(
         b.recv().await,
-        json!({"type":"room_joined","roomId":"room-1","userCount":2,"isInitiator":false,"ready":true})
+        json!({"type":"room_joined","roomId":"room-1","userCount":2,"isInitiator":false,"ready":true,
+               "peerId":b.client_id,"capacity":2,"peers":[a.client_id]})
     );
     let message = "Both users connected. Ready for WebRTC handshake.";
     assert_eq!(
@@ -125,7 +127,8 @@ async fn a_member_rejoining_its_own_full_room_gets_room_joined_again() {
     a.join("r").await;
     assert_eq!(
         a.recv().await,
-        json!({"type":"room_joined","roomId":"r","userCount":2,"isInitiator":true,"ready":true})
+        json!({"type":"room_joined","roomId":"r","userCount":2,"isInitiator":true,"ready":true,
+               "peerId":a.client_id,"capacity":2,"peers":[b.client_id]})
     );
     b.expect_silence().await;
     a.expect_silence().await;
