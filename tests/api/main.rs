@@ -12,6 +12,7 @@ mod nginx_proxy;
 mod openapi;
 mod operating;
 mod pairing;
+mod rooms;
 mod signaling;
 mod slow_readers;
 mod turn;

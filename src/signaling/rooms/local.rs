@@ -855,3 +855,291 @@ impl Capacity {
         self.limit().unwrap_or(u32::MAX)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signaling::rooms::ResumeTicket;
+    use std::time::Duration;
+
+    fn bounds(messages: usize) -> queue::Bounds {
+        queue::Bounds {
+            messages,
+            bytes: usize::MAX,
+        }
+    }
+
+    struct Fixture {
+        rooms: LocalRooms,
+        delivery: Arc<LocalDelivery>,
+        metrics: Arc<Metrics>,
+    }
+
+    fn fixture() -> Fixture {
+        let delivery = Arc::new(LocalDelivery::new(0));
+        let metrics = Arc::new(Metrics::new());
+        let rooms = LocalRooms::new(
+            delivery.clone(),
+            metrics.clone(),
+            ResumeLimits {
+                grace: Duration::from_secs(20),
+                messages: 4,
+                bytes: 1024,
+            },
+        );
+        Fixture {
+            rooms,
+            delivery,
+            metrics,
+        }
+    }
+
+    fn key(id: &str) -> RoomKey {
+        RoomKey::new("s", id)
+    }
+
+    fn request(session: SessionId, room: &str, capacity: u32) -> JoinRequest {
+        JoinRequest {
+            session,
+            room: key(room),
+            member: MemberInfo::peer(format!("p{}", session.0).into()),
+            options: RoomOptions::room(capacity),
+            device: None,
+            replace_same_device: false,
+            replace_same_peer: false,
+            exclusive: true,
+            rejoin: Rejoin::Quiet,
+            resume: None,
+            checked_at: 0,
+        }
+    }
+
+    fn join(f: &Fixture, session: SessionId, room: &str, capacity: u32) -> JoinOutcome {
+        f.rooms
+            .inner
+            .with_state(|s| f.rooms.inner.join(s, request(session, room, capacity)))
+    }
+
+    fn next(mailbox: &Mailbox) -> Outbound {
+        mailbox.rx.try_recv().expect("a message")
+    }
+
+    fn next_event(mailbox: &Mailbox) -> RoomEvent {
+        match next(mailbox) {
+            Outbound::Event(e) => (*e).clone(),
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_second_member_is_told_it_joined_and_the_first_that_it_came() {
+        let f = fixture();
+        let (a, ma) = f.delivery.register(bounds(8));
+        let (b, mb) = f.delivery.register(bounds(8));
+        assert_eq!(join(&f, a, "r", 2), JoinOutcome::Joined { count: 1 });
+        assert!(matches!(
+            next_event(&ma),
+            RoomEvent::Joined { first: true, .. }
+        ));
+        assert_eq!(join(&f, b, "r", 2), JoinOutcome::Joined { count: 2 });
+        match next_event(&mb) {
+            RoomEvent::Joined { peers, first, .. } => {
+                assert_eq!((peers.len(), first), (1, false));
+            }
+            other => panic!("{other:?}"),
+        }
+        match next_event(&ma) {
+            RoomEvent::PeerJoined {
+                count,
+                receiver_first,
+                ..
+            } => assert_eq!((count, receiver_first), (2, true)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(f.rooms.counts().rooms_ready, 1);
+    }
+
+    #[test]
+    fn a_joiner_of_a_full_room_is_refused_without_leaving_its_room() {
+        let f = fixture();
+        let sessions: Vec<_> = (0..3).map(|_| f.delivery.register(bounds(8))).collect();
+        join(&f, sessions[0].0, "r", 2);
+        join(&f, sessions[1].0, "r", 2);
+        join(&f, sessions[2].0, "mine", 2);
+        assert_eq!(
+            join(&f, sessions[2].0, "r", 2),
+            JoinOutcome::Full {
+                capacity: Capacity::Limited(2)
+            }
+        );
+        assert_eq!(f.rooms.rooms_of(sessions[2].0), vec![key("mine")]);
+        assert_eq!(f.rooms.counts().rooms, 2);
+    }
+
+    #[test]
+    fn a_full_queue_kicks_the_slow_member_only() {
+        let f = fixture();
+        let (a, ma) = f.delivery.register(bounds(64));
+        let (b, mb) = f.delivery.register(bounds(2));
+        join(&f, a, "r", 2);
+        join(&f, b, "r", 2);
+        for _ in 0..4 {
+            f.rooms
+                .relay(
+                    a,
+                    &key("r"),
+                    Target::Others,
+                    Frame::Owned("x".into()),
+                    "message",
+                )
+                .unwrap();
+        }
+        assert!(mb.rx.is_kicked());
+        assert!(!ma.rx.is_kicked());
+    }
+
+    #[test]
+    fn a_disconnect_tells_the_others_and_frees_the_place() {
+        let f = fixture();
+        let (a, ma) = f.delivery.register(bounds(8));
+        let (b, _mb) = f.delivery.register(bounds(8));
+        join(&f, a, "r", 2);
+        join(&f, b, "r", 2);
+        while ma.rx.try_recv().is_ok() {}
+        f.rooms
+            .inner
+            .with_state(|s| f.rooms.inner.disconnect(s, b, Departure::Dropped));
+        match next_event(&ma) {
+            RoomEvent::PeerLeft { reason, count, .. } => {
+                assert_eq!((reason, count), (LeaveReason::Disconnected, 1));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(ma.rx.try_recv().is_err());
+        assert_eq!(
+            f.rooms.counts(),
+            RoomCounts {
+                rooms: 1,
+                rooms_ready: 0,
+                detached: 0
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_detached_member_keeps_its_place_and_its_messages_until_it_resumes() {
+        let f = fixture();
+        let (a, _ma) = f.delivery.register(bounds(8));
+        let (b, mb) = f.delivery.register(bounds(8));
+        let mut resumable = request(a, "r", 2);
+        resumable.resume = Some(ResumeTicket {
+            token: "tok".into(),
+        });
+        f.rooms.join(resumable).await.unwrap();
+        join(&f, b, "r", 2);
+        f.rooms.disconnect(a, Departure::Dropped).await.unwrap();
+        f.delivery.unregister(a);
+        while mb.rx.try_recv().is_ok() {}
+        f.rooms
+            .relay(
+                b,
+                &key("r"),
+                Target::Others,
+                Frame::Owned("kept".into()),
+                "message",
+            )
+            .unwrap();
+        assert_eq!(f.rooms.counts().detached, 1);
+        let (a2, ma2) = f.delivery.register(bounds(8));
+        assert_eq!(f.rooms.resume("tok", a2).await.unwrap(), Ok(()));
+        assert!(matches!(
+            next_event(&ma2),
+            RoomEvent::Resumed { missed: 1, .. }
+        ));
+        assert!(matches!(next(&ma2), Outbound::Frame(Frame::Owned(t)) if t == "kept"));
+        assert!(matches!(next_event(&mb), RoomEvent::PeerReconnected { .. }));
+        assert_eq!(
+            f.rooms.resume("tok", a2).await.unwrap(),
+            Err(ResumeError::Unknown),
+            "a token is spent once used"
+        );
+        assert_eq!(f.rooms.counts().detached, 0);
+    }
+
+    #[test]
+    fn every_ended_room_is_recorded_once_whatever_ended_it() {
+        let f = fixture();
+        let sessions: Vec<_> = (0..6).map(|_| f.delivery.register(bounds(8))).collect();
+        let id = |i: usize| sessions[i].0;
+        let device = DeviceId::parse("purged-device").unwrap();
+        join(&f, id(0), "left", 2);
+        join(&f, id(1), "dropped", 2);
+        join(&f, id(2), "deleted", 2);
+        let mut purged = request(id(3), "purged", 2);
+        purged.device = Some(device.clone());
+        f.rooms.inner.with_state(|s| f.rooms.inner.join(s, purged));
+        join(&f, id(4), "open", 2);
+        join(&f, id(5), "open", 2);
+        f.rooms.inner.with_state(|s| {
+            f.rooms
+                .inner
+                .remove_member(s, &key("left"), 0, LeaveReason::Left)
+        });
+        f.rooms
+            .inner
+            .with_state(|s| f.rooms.inner.disconnect(s, id(1), Departure::Closed));
+        f.rooms
+            .inner
+            .with_state(|s| f.rooms.inner.end_room(s, &key("deleted"), RoomEnd::Deleted));
+        assert_eq!(
+            f.rooms
+                .inner
+                .with_state(|s| f.rooms.inner.close_device(s, &device)),
+            1
+        );
+        f.rooms.shut_down();
+        // A session ending after shutdown began ends no second story.
+        f.rooms
+            .inner
+            .with_state(|s| f.rooms.inner.disconnect(s, id(4), Departure::Closed));
+        let text = f.metrics.render(&Default::default());
+        assert!(
+            text.contains("signalpost_room_lifetime_seconds_count 5"),
+            "{text}"
+        );
+        assert_eq!(f.rooms.counts().rooms, 0);
+    }
+
+    #[test]
+    fn the_counts_follow_every_change_without_a_scan() {
+        let f = fixture();
+        let scan = |f: &Fixture| {
+            let state = f.rooms.inner.state.lock().unwrap();
+            let rooms = state.rooms.values().filter(|r| !r.options.lobby);
+            let ready = rooms.clone().filter(|r| r.members.len() >= 2).count();
+            (rooms.count(), ready)
+        };
+        let sessions: Vec<_> = (0..8).map(|_| f.delivery.register(bounds(64))).collect();
+        let id = |i: usize| sessions[i].0;
+        let check = |f: &Fixture| {
+            let counts = f.rooms.counts();
+            assert_eq!((counts.rooms, counts.rooms_ready), scan(f));
+        };
+        for i in 0..8 {
+            join(&f, id(i), &format!("r{}", i / 3), 3);
+            check(&f);
+        }
+        f.rooms
+            .inner
+            .with_state(|s| f.rooms.inner.disconnect(s, id(0), Departure::Closed));
+        check(&f);
+        join(&f, id(1), "r2", 3);
+        check(&f);
+        f.rooms
+            .inner
+            .with_state(|s| f.rooms.inner.end_room(s, &key("r1"), RoomEnd::Deleted));
+        check(&f);
+        f.rooms.shut_down();
+        check(&f);
+    }
+}
