@@ -35,6 +35,7 @@ pub fn require_admin(
                 verify(&limits, key, presented.is_some(), || {
                     presented.is_some_and(|p| token.matches(p))
                 })
+                .await
                 .map_err(warp::reject::custom)
             }
         })
@@ -45,8 +46,8 @@ pub fn require_admin(
 /// unauthorized; a wrong one counts as a failed guess, exactly like a join code that is not
 /// live, so the same lock-out ends token guessing; a locked-out client gets 429 whatever it
 /// presents.
-pub fn verify(
-    limits: &Arc<Limiters>,
+pub async fn verify(
+    limits: &Limiters,
     key: ClientKey,
     presented: bool,
     matches: impl FnOnce() -> bool,
@@ -54,7 +55,7 @@ pub fn verify(
     if !presented {
         return Err(ApiError::Unauthorized);
     }
-    let ticket = limits.guesses.reserve(key).map_err(|wait| {
+    let ticket = limits.reserve_guess(key).await.map_err(|wait| {
         log::info!("operator endpoint refused: {key} is locked out");
         ApiError::TooManyRequests(wait)
     })?;
@@ -63,7 +64,7 @@ pub fn verify(
         Ok(())
     } else {
         log::info!("operator endpoint refused: wrong token or key ({key})");
-        if let Some(block) = ticket.failed() {
+        if let Some(block) = ticket.failed().await {
             log::warn!("token guessing: {key} locked out for {}s", block.as_secs());
         }
         Err(ApiError::Unauthorized)

@@ -196,7 +196,7 @@ fn rest_rate_limit(state: AppState) -> impl Filter<Extract = (), Error = Rejecti
                 if !is_rate_limited(path.as_str()) {
                     return Err(warp::reject::not_found());
                 }
-                limits.rest.check(key).map_err(|wait| {
+                limits.rest().check(key).await.map_err(|wait| {
                     metrics.refused(Refusal::Rate);
                     log::info!("rate limited: {key} (REST)");
                     warp::reject::custom(ApiError::TooManyRequests(wait))
@@ -216,21 +216,25 @@ fn root_and_websocket(state: AppState) -> BoxedFilter<(Response,)> {
         .and(warp::header::headers_cloned())
         .and(warp::ext::optional::<OnUpgrade>())
         .and(client_key(state.limits().clone()))
-        .map(
+        .then(
             move |ws_path: bool, headers: HeaderMap, on_upgrade, key: ClientKey| {
-                if upgrade::is_upgrade_request(&headers) {
-                    return websocket(&state, &headers, on_upgrade, key)
-                        .unwrap_or_else(|e| e.to_response());
-                }
-                if ws_path {
-                    ApiError::UpgradeRequired.to_response()
-                } else {
-                    let mut response = Response::new(ROOT_MESSAGE.into());
-                    response.headers_mut().insert(
-                        header::CONTENT_TYPE,
-                        HeaderValue::from_static("text/plain; charset=utf-8"),
-                    );
-                    response
+                let state = state.clone();
+                async move {
+                    if upgrade::is_upgrade_request(&headers) {
+                        return websocket(&state, &headers, on_upgrade, key)
+                            .await
+                            .unwrap_or_else(|e| e.to_response());
+                    }
+                    if ws_path {
+                        ApiError::UpgradeRequired.to_response()
+                    } else {
+                        let mut response = Response::new(ROOT_MESSAGE.into());
+                        response.headers_mut().insert(
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static("text/plain; charset=utf-8"),
+                        );
+                        response
+                    }
                 }
             },
         )
@@ -238,7 +242,7 @@ fn root_and_websocket(state: AppState) -> BoxedFilter<(Response,)> {
 }
 
 /// Admission of a WebSocket: upgrade rate, connection slots, then the handshake.
-fn websocket(
+async fn websocket(
     state: &AppState,
     headers: &HeaderMap,
     on_upgrade: Option<OnUpgrade>,
@@ -246,12 +250,12 @@ fn websocket(
 ) -> Result<Response, ApiError> {
     // The origin was checked for every request by the request guard.
     let limits = state.limits();
-    limits.upgrades.check(key).map_err(|wait| {
+    limits.upgrades().check(key).await.map_err(|wait| {
         state.metrics().refused(Refusal::Rate);
         log::info!("rate limited: {key} (WebSocket upgrades)");
         ApiError::TooManyRequests(wait)
     })?;
-    let slot = limits.connections.acquire(key).map_err(|refused| {
+    let slot = limits.connections().acquire(key).map_err(|refused| {
         state.metrics().refused(Refusal::Rate);
         log::info!("websocket refused: {refused:?} connection limit ({key})");
         match refused {

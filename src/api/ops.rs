@@ -246,6 +246,7 @@ fn optional_bearer(
                 verify(&limits, key, presented.is_some(), || {
                     presented.is_some_and(|p| token.matches(p))
                 })
+                .await
                 .map_err(warp::reject::custom)
             }
         })
@@ -262,22 +263,26 @@ fn logs(state: AppState) -> BoxedFilter<(Response,)> {
         .and(warp::header::optional::<String>("authorization"))
         .and(warp::query::<HashMap<String, String>>())
         .and(client_key(limits.clone()))
-        .map(
+        .then(
             move |auth: Option<String>, query: HashMap<String, String>, client: ClientKey| {
-                let presented = Presented {
-                    bearer: auth.as_deref().and_then(bearer),
-                    key: query.get("key").map(String::as_str),
-                };
-                if admin.is_none() && key.is_none() {
-                    return ApiError::NotFound.to_response();
-                }
-                let offered = presented.bearer.is_some() || presented.key.is_some();
-                let access = verify(&limits, client, offered, || {
-                    logs_access(admin.as_ref(), key.as_ref(), &presented).is_ok()
-                });
-                match access {
-                    Ok(()) => no_store(plain_text(logging::recent())),
-                    Err(e) => e.to_response(),
+                let (admin, key, limits) = (admin.clone(), key.clone(), limits.clone());
+                async move {
+                    let presented = Presented {
+                        bearer: auth.as_deref().and_then(bearer),
+                        key: query.get("key").map(String::as_str),
+                    };
+                    if admin.is_none() && key.is_none() {
+                        return ApiError::NotFound.to_response();
+                    }
+                    let offered = presented.bearer.is_some() || presented.key.is_some();
+                    let access = verify(&limits, client, offered, || {
+                        logs_access(admin.as_ref(), key.as_ref(), &presented).is_ok()
+                    })
+                    .await;
+                    match access {
+                        Ok(()) => no_store(plain_text(logging::recent())),
+                        Err(e) => e.to_response(),
+                    }
                 }
             },
         )

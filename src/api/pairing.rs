@@ -45,8 +45,8 @@ pub struct Pairing {
 impl Pairing {
     /// A ticket for a request that may be a failed guess; refused while the client is locked
     /// out (or has its limit of guesses in flight).
-    fn reserve_guess(&self, key: ClientKey) -> Result<GuessTicket, ApiError> {
-        self.limits.guesses.reserve(key).map_err(|wait| {
+    async fn reserve_guess(&self, key: ClientKey) -> Result<GuessTicket, ApiError> {
+        self.limits.reserve_guess(key).await.map_err(|wait| {
             let metrics = self.signaling.metrics();
             metrics.pairing(PairingOutcome::RateLimited);
             metrics.refused(Refusal::Rate);
@@ -57,8 +57,8 @@ impl Pairing {
 }
 
 /// Settles a ticket as a failed guess, logging a lock-out it starts.
-fn guess_failed(ticket: GuessTicket, key: ClientKey) {
-    if let Some(block) = ticket.failed() {
+async fn guess_failed(ticket: GuessTicket, key: ClientKey) {
+    if let Some(block) = ticket.failed().await {
         log::warn!(
             "join-code guessing: {key} locked out for {}s",
             block.as_secs()
@@ -116,7 +116,7 @@ async fn create_pending(
     // A code of the client's choosing that turns out live is a guess that hit: it tells the
     // client the code exists, so it counts like a 404 of accept or check.
     let ticket = match req.joinid {
-        Some(_) => Some(state.reserve_guess(key)?),
+        Some(_) => Some(state.reserve_guess(key).await?),
         None => None,
     };
     let creator = Creator {
@@ -149,7 +149,7 @@ async fn create_pending(
             log::debug!("create refused: the code is live");
             metrics.pairing(PairingOutcome::Conflict);
             if let Some(ticket) = ticket {
-                guess_failed(ticket, key);
+                guess_failed(ticket, key).await;
             }
             Err(ApiError::Conflict)
         }
@@ -182,7 +182,7 @@ fn accept(state: Pairing) -> BoxedFilter<(Response,)> {
 
 async fn accept_code(state: Pairing, key: ClientKey, body: Object) -> Result<Response, ApiError> {
     let req = AcceptCode::parse(&body)?;
-    let ticket = state.reserve_guess(key)?;
+    let ticket = state.reserve_guess(key).await?;
     let Acceptance {
         outcome: accepted,
         created_at,
@@ -208,7 +208,7 @@ async fn accept_code(state: Pairing, key: ClientKey, body: Object) -> Result<Res
         Accepted::NotFound => {
             log::debug!("accept refused: no live code");
             metrics.pairing(PairingOutcome::NotFound);
-            guess_failed(ticket, key);
+            guess_failed(ticket, key).await;
             Err(ApiError::NotFoundOrExpired)
         }
         Accepted::Conflict => {
@@ -234,7 +234,7 @@ fn check(state: Pairing) -> BoxedFilter<(Response,)> {
 
 async fn check_code(state: Pairing, key: ClientKey, body: Object) -> Result<Response, ApiError> {
     let req = CheckCode::parse(&body)?;
-    let ticket = state.reserve_guess(key)?;
+    let ticket = state.reserve_guess(key).await?;
     let checked = state
         .store
         .check(req.joinid, req.client1)
@@ -251,7 +251,7 @@ async fn check_code(state: Pairing, key: ClientKey, body: Object) -> Result<Resp
         Checked::NotFound => {
             log::debug!("check refused: no live code");
             state.signaling.metrics().pairing(PairingOutcome::NotFound);
-            guess_failed(ticket, key);
+            guess_failed(ticket, key).await;
             Err(ApiError::NotFoundOrExpired)
         }
     }

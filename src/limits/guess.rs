@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::GuessLimiter;
 use super::client::ClientKey;
 use super::rate::{MAX_TRACKED_CLIENTS, evict};
 
@@ -73,18 +74,8 @@ impl GuessGuard {
         }
     }
 
-    /// Takes a ticket for a request that may be a failed guess: `Err(retry_after)` while `key`
-    /// is locked out, or while its failures and unsettled tickets already reach the limit.
-    pub fn reserve(self: &Arc<Self>, key: ClientKey) -> Result<GuessTicket, Duration> {
-        self.reserve_at(key, Instant::now())?;
-        Ok(GuessTicket {
-            guard: self.clone(),
-            key,
-            settled: false,
-        })
-    }
-
-    /// [`Self::reserve`] at a given instant, without the ticket's guard.
+    /// Reserves a guess for `key` at a given instant: `Err(retry_after)` while `key` is locked
+    /// out, or while its failures and unsettled reservations already reach the limit.
     pub fn reserve_at(&self, key: ClientKey, now: Instant) -> Result<(), Duration> {
         let policy = self.policy;
         let mut records = self.records.lock().unwrap();
@@ -100,7 +91,7 @@ impl GuessGuard {
         Ok(())
     }
 
-    /// Settles a ticket taken with [`Self::reserve_at`]: a failed guess counts (and returns
+    /// Settles a reservation made with [`Self::reserve_at`]: a failed guess counts (and returns
     /// the lock-out it started, if any), anything else is given back.
     pub fn settle_at(&self, key: ClientKey, failed: bool, now: Instant) -> Option<Duration> {
         let policy = self.policy;
@@ -134,16 +125,25 @@ const IN_FLIGHT_RETRY: Duration = Duration::from_secs(1);
 /// request failed for another reason, or was cancelled), it is given back.
 #[must_use = "settle the ticket with `failed` or `succeeded`"]
 pub struct GuessTicket {
-    guard: Arc<GuessGuard>,
+    limiter: Arc<dyn GuessLimiter>,
     key: ClientKey,
     settled: bool,
 }
 
 impl GuessTicket {
+    /// A ticket reserved with `limiter` for `key`.
+    pub fn new(limiter: Arc<dyn GuessLimiter>, key: ClientKey) -> Self {
+        Self {
+            limiter,
+            key,
+            settled: false,
+        }
+    }
+
     /// The request was a failed guess; returns the lock-out it started, if any.
-    pub fn failed(mut self) -> Option<Duration> {
+    pub async fn failed(mut self) -> Option<Duration> {
         self.settled = true;
-        self.guard.settle_at(self.key, true, Instant::now())
+        self.limiter.settle(self.key, true).await
     }
 
     /// The request was no guess, or a right one.
@@ -155,7 +155,7 @@ impl GuessTicket {
 impl Drop for GuessTicket {
     fn drop(&mut self) {
         if !self.settled {
-            self.guard.settle_at(self.key, false, Instant::now());
+            self.limiter.release(self.key);
         }
     }
 }
