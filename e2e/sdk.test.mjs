@@ -235,7 +235,7 @@ describe("signalpost.js", () => {
     assert.equal(FakeSocket.instances.length, 2);
   });
 
-  test("a full room ends the session with an error", () => {
+  test("a full room is asked again a few times, then ends the session with an error", async () => {
     FakeSocket.instances = [];
     const sp = new Signalpost({ baseUrl: "http://s", WebSocket: FakeSocket, deviceId: "dev-c", fetch: async () => {} });
     const session = sp.connect("room-2");
@@ -245,9 +245,49 @@ describe("signalpost.js", () => {
     const ws = FakeSocket.instances[0];
     ws.open();
     ws.deliver({ type: "connected", clientId: "c9", server: "signalpost" });
-    ws.deliver({ type: "room_full", error: "Room is full (max 2 users)", roomId: "room-2" });
+    const full = { type: "room_full", error: "Room is full (max 2 users)", roomId: "room-2" };
+    for (let retry = 1; retry <= 3; retry += 1) {
+      ws.deliver(full);
+      assert.deepEqual(seen, [], "not given up yet");
+      await until(() => ws.sent.length === retry + 1, 5000);
+      assert.deepEqual(ws.sent.at(-1), { type: "join_room", roomId: "room-2", deviceId: "dev-c" });
+    }
+    ws.deliver(full);
     assert.deepEqual(seen, [["error", true], ["closed", "room_full"]]);
     assert.equal(ws.readyState, 3);
+  });
+
+  test("a room that frees up while retrying is joined", async () => {
+    FakeSocket.instances = [];
+    const sp = new Signalpost({ baseUrl: "http://s", WebSocket: FakeSocket, deviceId: "dev-e", fetch: async () => {} });
+    const session = sp.connect("room-4");
+    const seen = [];
+    session.on("joined", (e) => seen.push(["joined", e.userCount]));
+    session.on("closed", (e) => seen.push(["closed", e.reason]));
+    const ws = FakeSocket.instances[0];
+    ws.open();
+    ws.deliver({ type: "connected", clientId: "c1", server: "signalpost" });
+    ws.deliver({ type: "room_full", error: "Room is full (max 2 users)", roomId: "room-4" });
+    await until(() => ws.sent.length === 2, 5000);
+    ws.deliver({ type: "room_joined", roomId: "room-4", userCount: 2, isInitiator: false, ready: true });
+    assert.deepEqual(seen, [["joined", 2]]);
+  });
+
+  test("a session replaced by a newer one of its device stops quietly and does not reconnect", async () => {
+    FakeSocket.instances = [];
+    const sp = new Signalpost({ baseUrl: "http://s", WebSocket: FakeSocket, deviceId: "dev-f", fetch: async () => {} });
+    const session = sp.connect("room-5");
+    const seen = [];
+    session.on("error", (e) => seen.push(["error", e.message]));
+    session.on("closed", (e) => seen.push(["closed", e.reason]));
+    const ws = FakeSocket.instances[0];
+    ws.open();
+    ws.deliver({ type: "connected", clientId: "c1", server: "signalpost" });
+    ws.deliver({ type: "room_joined", roomId: "room-5", userCount: 2, isInitiator: true, ready: true });
+    ws.deliver({ type: "replaced" });
+    assert.deepEqual(seen, [["closed", "replaced"]]);
+    await new Promise((r) => setTimeout(r, 700));
+    assert.equal(FakeSocket.instances.length, 1);
   });
 
   test("close() stops reconnecting and leave() tells the server", () => {

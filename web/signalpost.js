@@ -44,6 +44,13 @@ const HEARTBEAT_TIMEOUT_MS = 45_000;
  * and a burst of ICE candidates fit comfortably. */
 const MAX_QUEUED_MESSAGES = 256;
 
+/** A room found full is asked again this many times, ROOM_FULL_RETRY_MS apart
+ * (growing), before the session gives up: the place may be held by this very
+ * device's previous connection, which the server replaces or drops within
+ * seconds. */
+const ROOM_FULL_RETRIES = 3;
+const ROOM_FULL_RETRY_MS = 1000;
+
 /** Server errors after which re-joining cannot help: the session ends. */
 const FATAL_SERVER_ERRORS = new Set(["Invalid roomId", "Not a member of this room"]);
 
@@ -325,6 +332,7 @@ export class SignalingSession {
     /** @private */ this._joined = false;
     /** @private */ this._closed = false;
     /** @private */ this._attempt = 0;
+    /** @private */ this._fullRetries = 0;
     /** @private @type {ReturnType<typeof setTimeout> | undefined} */ this._retryTimer = undefined;
     /** @private @type {ReturnType<typeof setInterval> | undefined} */ this._heartbeat = undefined;
     /** @private */ this._lastMessageAt = 0;
@@ -469,22 +477,28 @@ export class SignalingSession {
     ws.onerror = () => {};
   }
 
+  /** @private */
+  _sendJoin() {
+    this._ws?.send(
+      JSON.stringify({
+        type: "join_room",
+        roomId: this.roomId,
+        ...(this._deviceId ? { deviceId: this._deviceId } : {}),
+      }),
+    );
+  }
+
   /** @private @param {any} msg */
   _handle(msg) {
     switch (msg.type) {
       case "connected":
         this.clientId = msg.clientId ?? null;
         this._emit("open", { clientId: this.clientId });
-        this._ws?.send(
-          JSON.stringify({
-            type: "join_room",
-            roomId: this.roomId,
-            ...(this._deviceId ? { deviceId: this._deviceId } : {}),
-          }),
-        );
+        this._sendJoin();
         break;
       case "room_joined": {
         this._attempt = 0;
+        this._fullRetries = 0;
         this._joined = true;
         this.isInitiator = !!msg.isInitiator;
         this._emit("joined", {
@@ -520,8 +534,21 @@ export class SignalingSession {
         this._finish("room_closed");
         break;
       case "room_full":
+        if (this._fullRetries < ROOM_FULL_RETRIES) {
+          // Perhaps our own stale connection holds the place: ask again shortly.
+          this._fullRetries += 1;
+          const ws = this._ws;
+          this._retryTimer = setTimeout(() => {
+            if (!this._closed && this._ws === ws && ws?.readyState === 1) this._sendJoin();
+          }, ROOM_FULL_RETRY_MS * this._fullRetries);
+          break;
+        }
         this._emit("error", { message: msg.error || "Room is full", fatal: true });
         this._finish("room_full");
+        break;
+      case "replaced":
+        // This device opened a newer session that took our place: stop, quietly.
+        this._finish("replaced");
         break;
       case "server_shutdown":
         // The close frame follows; reconnecting with backoff waits for the restart.
