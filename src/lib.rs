@@ -8,15 +8,20 @@
 //! - [`config`]: every option, as environment variable and flag.
 //! - [`ids`]: identifiers parsed once at the edge (`JoinCode`, `RoomId`, `DeviceId`, `ClientId`).
 //! - [`protocol`]: wire types of the REST API and the WebSocket messages; no transport here.
-//! - [`db`]: the SQLite store (read pool, one writer, migrations from `sql/`, transactions).
+//! - [`db`]: the pairing store behind one interface; SQLite its first implementation (read pool,
+//!   one writer, migrations from `sql/`, transactions).
 //! - [`api`]: HTTP routes, bounded bodies, and the single error-to-status mapping.
-//! - [`signaling`]: the WebSocket upgrade, per-connection sessions, and the room hub.
-//! - [`limits`]: client addresses behind proxies, rate limits, guess lock-outs, origins.
+//! - [`signaling`]: the WebSocket upgrade, one generic session loop per connection, signalpost's
+//!   own protocol, and the rooms core (a room directory and a delivery, each behind an
+//!   interface) that every protocol translates onto.
+//! - [`limits`]: client addresses behind proxies, rate limits and guess lock-outs (behind
+//!   interfaces a shared implementation can take over), connection slots.
 //! - [`turn`]: short-lived TURN credentials (the TURN REST API scheme).
 //! - [`state`]: what request handlers share.
 //! - [`sweeper`]: periodic removal of expired codes.
 //! - [`telemetry`]: Prometheus metrics, logging (text, JSON, the `/logs` ring), room stories.
-//! - [`server`]: start on a bound listener, graceful shutdown; [`shutdown`]: process signals.
+//! - [`server`]: start on a bound listener (our own accept loop with the connection cap and HTTP
+//!   timeouts), graceful shutdown; [`shutdown`]: process signals.
 #![warn(missing_docs)]
 
 pub mod api;
