@@ -11,6 +11,8 @@
 //! - [`db`]: the pairing store behind one interface; SQLite its first implementation (read pool,
 //!   one writer, migrations from `sql/`, transactions).
 //! - [`api`]: HTTP routes, bounded bodies, and the single error-to-status mapping.
+//! - [`dialects`]: the other apps' protocols, each on a listener of its own, translated onto
+//!   the rooms core.
 //! - [`signaling`]: the WebSocket upgrade, one generic session loop per connection, signalpost's
 //!   own protocol, and the rooms core (a room directory and a delivery, each behind an
 //!   interface) that every protocol translates onto.
@@ -27,6 +29,7 @@
 pub mod api;
 pub mod config;
 pub mod db;
+pub mod dialects;
 pub mod ids;
 pub mod limits;
 pub mod protocol;

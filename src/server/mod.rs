@@ -48,6 +48,8 @@ pub struct Server {
     state: AppState,
     shutdown: CancellationToken,
     http: JoinHandle<()>,
+    /// The dialects' listeners.
+    dialects: Vec<crate::dialects::Listening>,
     /// Every listener's connections, for the graceful shutdown.
     listening: listener::ListenerContext,
     /// The sweeper and the WAL checkpointer, which stop with the server.
@@ -118,6 +120,7 @@ impl Server {
         };
         let state = AppState::new(config, store, signaling, limits);
         let routes = api::routes(state.clone());
+        let dialects = crate::dialects::start(&state, &listening).await?;
         let http = tokio::spawn(listener::serve(
             listener,
             warp::service(routes),
@@ -129,6 +132,7 @@ impl Server {
             state,
             shutdown,
             http,
+            dialects,
             listening,
             background,
         })
@@ -137,6 +141,11 @@ impl Server {
     /// The address it listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where each dialect listens, by name.
+    pub fn dialect_addrs(&self) -> Vec<(&'static str, SocketAddr)> {
+        self.dialects.iter().map(|d| (d.name, d.addr)).collect()
     }
 
     /// Shared state, for tests and embedding.
@@ -162,6 +171,9 @@ impl Server {
             );
         }
         let _ = self.http.await;
+        for dialect in self.dialects {
+            let _ = dialect.task.await;
+        }
         let connections = &self.listening.connections;
         connections.close();
         if tokio::time::timeout(grace, connections.wait())

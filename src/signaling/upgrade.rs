@@ -15,6 +15,7 @@ use warp::reply::Response;
 use super::native::Native;
 use super::{MAX_MESSAGE_BYTES, Signaling, session};
 use crate::limits::slots::Slot;
+use tokio_util::task::TaskTracker;
 
 /// Bytes read from the socket at a time. Signaling frames are small; a larger frame takes a few
 /// reads instead of a larger buffer held by every idle connection.
@@ -27,15 +28,24 @@ const WRITE_BUFFER_BYTES: usize = 0;
 /// message and some. Beyond it the session's queue holds messages, and a full queue disconnects.
 const MAX_WRITE_BUFFER_BYTES: usize = 2 * MAX_MESSAGE_BYTES;
 
-/// The WebSocket configuration of every session.
+/// The WebSocket configuration of every session of signalpost's own protocol.
 pub fn websocket_config() -> WebSocketConfig {
+    websocket_config_for(MAX_MESSAGE_BYTES)
+}
+
+/// The WebSocket configuration of a session whose frames may be up to `max_message` bytes (a
+/// dialect's own cap); buffers are sized as for every session.
+pub fn websocket_config_for(max_message: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
-        .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
-        .max_message_size(Some(MAX_MESSAGE_BYTES))
-        .max_frame_size(Some(MAX_MESSAGE_BYTES))
+        .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES.max(2 * max_message))
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message))
 }
+
+/// An upgraded connection, as a session gets it.
+pub type Upgraded = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// Whether the request asks for a WebSocket (`Upgrade: websocket`).
 pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
@@ -56,13 +66,42 @@ pub enum UpgradeError {
     NotUpgradable,
 }
 
-/// Answers an upgrade request with 101 and starts the session once the connection is handed over.
+/// Answers an upgrade request with 101 and starts a session of signalpost's own protocol once
+/// the connection is handed over.
 pub fn accept(
     headers: &HeaderMap,
     on_upgrade: Option<OnUpgrade>,
     signaling: Arc<Signaling>,
     slot: Slot,
 ) -> Result<Response, UpgradeError> {
+    let sessions = signaling.sessions().clone();
+    accept_with(
+        headers,
+        on_upgrade,
+        &sessions,
+        websocket_config(),
+        move |ws| async move {
+            // The connection holds its slot until the session ends.
+            let _slot = slot;
+            run_native(ws, signaling).await;
+        },
+    )
+}
+
+/// Answers an upgrade request with 101 and, once the connection is handed over, runs `session`
+/// on it as a task of `sessions` (so shutdown can wait for it). Any protocol's listener upgrades
+/// through here.
+pub fn accept_with<F, Fut>(
+    headers: &HeaderMap,
+    on_upgrade: Option<OnUpgrade>,
+    sessions: &TaskTracker,
+    config: WebSocketConfig,
+    session: F,
+) -> Result<Response, UpgradeError>
+where
+    F: FnOnce(Upgraded) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let connection_upgrade = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -79,17 +118,12 @@ pub fn accept(
     let on_upgrade = on_upgrade.ok_or(UpgradeError::NotUpgradable)?;
     let accept_key = derive_accept_key(key.as_bytes());
 
-    let tracker = signaling.sessions().clone();
-    tracker.spawn(async move {
-        // The connection holds its slot until the session ends.
-        let _slot = slot;
+    sessions.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
                 let io = TokioIo::new(upgraded);
-                let ws =
-                    WebSocketStream::from_raw_socket(io, Role::Server, Some(websocket_config()))
-                        .await;
-                run_native(ws, signaling).await;
+                let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+                session(ws).await;
             }
             Err(e) => log::debug!("websocket upgrade failed: {e}"),
         }

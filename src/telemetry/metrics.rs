@@ -149,6 +149,30 @@ struct TypeLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DialectLabel {
+    dialect: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DialectTypeLabel {
+    dialect: &'static str,
+    r#type: &'static str,
+}
+
+/// The other apps' protocols signalpost speaks, as metric labels (a room space or listener name
+/// outside this list is counted as `other`).
+pub const DIALECTS: [&str; 4] = ["privydrop", "dropsilk", "oodaa", "octatecode"];
+
+/// A dialect's label value.
+pub fn dialect_label(name: &str) -> &'static str {
+    DIALECTS
+        .iter()
+        .find(|d| **d == name)
+        .copied()
+        .unwrap_or("other")
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: &'static str,
 }
@@ -195,6 +219,11 @@ pub struct Metrics {
     /// Other kinds (the dialects'), created on first use.
     other_messages: Family<TypeLabel, Counter>,
     other_bytes: Family<TypeLabel, Counter>,
+    /// Sessions of each dialect's listener now open.
+    dialect_sessions: Family<DialectLabel, Gauge>,
+    /// Messages relayed within each dialect's rooms, by dialect and wire type.
+    dialect_messages: Family<DialectTypeLabel, Counter>,
+    dialect_bytes: Family<DialectTypeLabel, Counter>,
     /// All kinds together, for `/stats` (not exported: the sum of the families above).
     relayed_total: Counter,
     relayed_total_bytes: Counter,
@@ -207,6 +236,16 @@ pub struct Metrics {
     sweeps_failed: Counter,
     rss: Gauge,
     open_fds: Gauge,
+}
+
+/// An open dialect session, counted in `signalpost_dialect_sessions` until dropped.
+#[derive(Debug)]
+pub struct DialectSession(Gauge);
+
+impl Drop for DialectSession {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl Default for Metrics {
@@ -295,6 +334,29 @@ impl Metrics {
             })
         });
 
+        let dialect_sessions = Family::<DialectLabel, Gauge>::default();
+        r.register(
+            "dialect_sessions",
+            "Open sessions of each other app's protocol (dialect listeners)",
+            dialect_sessions.clone(),
+        );
+        let dialect_messages = Family::<DialectTypeLabel, Counter>::default();
+        r.register(
+            "dialect_relayed_messages",
+            "Messages relayed within each dialect's rooms, by dialect and type",
+            dialect_messages.clone(),
+        );
+        let dialect_bytes = Family::<DialectTypeLabel, Counter>::default();
+        r.register_with_unit(
+            "dialect_relayed",
+            "Bytes of the frames relayed within each dialect's rooms, by dialect and type",
+            Unit::Bytes,
+            dialect_bytes.clone(),
+        );
+        for dialect in DIALECTS {
+            let _ = dialect_sessions.get_or_create(&DialectLabel { dialect });
+        }
+
         let ws_closes = Family::<CodeLabel, Counter>::default();
         r.register(
             "ws_closes",
@@ -346,6 +408,9 @@ impl Metrics {
             other_bytes: bytes,
             relayed_total: Counter::default(),
             relayed_total_bytes: Counter::default(),
+            dialect_sessions,
+            dialect_messages,
+            dialect_bytes,
             refusals,
             ws_closes,
             pairing_wait,
@@ -388,6 +453,37 @@ impl Metrics {
                 self.other_bytes.get_or_create(&label).inc_by(bytes as u64);
             }
         }
+    }
+
+    /// Counts one message relayed in a room of `space`: signalpost's own (`s`) by type, a
+    /// dialect's by dialect and type.
+    pub fn relayed_in(&self, space: &str, kind: &'static str, bytes: usize) {
+        if space == "s" {
+            return self.relayed(kind, bytes);
+        }
+        self.relayed_total.inc();
+        self.relayed_total_bytes.inc_by(bytes as u64);
+        let label = DialectTypeLabel {
+            dialect: dialect_label(space),
+            r#type: kind,
+        };
+        self.dialect_messages.get_or_create(&label).inc();
+        self.dialect_bytes
+            .get_or_create(&label)
+            .inc_by(bytes as u64);
+    }
+
+    /// A session of a dialect's listener opened; the returned guard counts it closed when
+    /// dropped.
+    pub fn dialect_session(self: &std::sync::Arc<Self>, dialect: &'static str) -> DialectSession {
+        let gauge = self
+            .dialect_sessions
+            .get_or_create(&DialectLabel {
+                dialect: dialect_label(dialect),
+            })
+            .clone();
+        gauge.inc();
+        DialectSession(gauge)
     }
 
     /// Counts one refusal.

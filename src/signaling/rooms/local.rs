@@ -171,9 +171,9 @@ impl Room {
         self.members.iter().map(|m| m.info.clone()).collect()
     }
 
-    /// In a lobby, the member list that goes with every event.
+    /// With full views, the member list that goes with every event.
     fn lobby_view(&self) -> Option<Arc<Vec<MemberInfo>>> {
-        self.options.lobby.then(|| Arc::new(self.infos()))
+        self.options.full_views.then(|| Arc::new(self.infos()))
     }
 }
 
@@ -667,7 +667,7 @@ impl Inner {
             if let Some(log) = &mut room.log {
                 log.relayed(kind, bytes);
             }
-            self.metrics.relayed(kind, bytes);
+            self.metrics.relayed_in(key.space(), kind, bytes);
         }
         // Too much for a detached member to keep: its grace ends at once.
         for peer in overflowed {

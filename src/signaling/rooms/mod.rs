@@ -149,9 +149,12 @@ impl Capacity {
 pub struct RoomOptions {
     /// Members it takes.
     pub capacity: Capacity,
-    /// A lobby (presence, a network group) rather than a room people meet in: its events carry
-    /// the whole member list, it is not counted among rooms, and it tells no story.
+    /// A lobby (presence, a network group) rather than a room people meet in: it is not
+    /// counted among rooms and tells no story.
     pub lobby: bool,
+    /// Events about the room carry its whole member list (for small lobbies whose members show
+    /// the list, such as a network group; not for large ones).
+    pub full_views: bool,
 }
 
 impl RoomOptions {
@@ -160,14 +163,16 @@ impl RoomOptions {
         Self {
             capacity: Capacity::Limited(capacity),
             lobby: false,
+            full_views: false,
         }
     }
 
-    /// A lobby without a limit of its own.
-    pub fn lobby() -> Self {
+    /// A lobby without a limit of its own; `full_views` puts the member list in its events.
+    pub fn lobby(full_views: bool) -> Self {
         Self {
             capacity: Capacity::Unlimited,
             lobby: true,
+            full_views,
         }
     }
 }
@@ -284,7 +289,7 @@ pub enum RoomEvent {
         options: RoomOptions,
         /// The receiver was first in the room (it makes the offer in a room of two).
         receiver_first: bool,
-        /// In a lobby: every member now, in join order.
+        /// With full views: every member now, in join order.
         members: Option<Arc<Vec<MemberInfo>>>,
     },
     /// To the others: someone is gone (or detached).
@@ -299,7 +304,7 @@ pub enum RoomEvent {
         reason: LeaveReason,
         /// The room's options.
         options: RoomOptions,
-        /// In a lobby: every member now, in join order.
+        /// With full views: every member now, in join order.
         members: Option<Arc<Vec<MemberInfo>>>,
     },
     /// To the others: a detached member is back.
