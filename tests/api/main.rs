@@ -9,6 +9,7 @@ mod helpers;
 mod http_limits;
 mod lifecycle;
 mod nginx_proxy;
+mod node_suites;
 mod openapi;
 mod operating;
 mod pairing;
