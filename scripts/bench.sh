@@ -2,10 +2,11 @@
 # Benchmarks signalpost against the baseline relay, both release builds on loopback, and prints
 # markdown tables (the ones in docs/performance.md).
 #
-#   scripts/bench.sh                  full run, about 8 minutes
+#   scripts/bench.sh                  full run, about 9 minutes
 #   scripts/bench.sh --smoke          every scenario for ~2 s with small numbers (CI); exits 1 if
 #                                     any scenario reports errors, lost or misrouted messages
-#   scripts/bench.sh --baseline-only  relay and connections against the baseline relay alone
+#   scripts/bench.sh --baseline-only  relay, broadcast and connections against the baseline relay
+#                                     alone
 #
 # Environment:
 #   BENCH_SERVER_ENV  extra VAR=value words for signalpost, after (so overriding) the generous
@@ -58,9 +59,10 @@ loadgen=target/release/loadgen
 
 # signalpost's per-client limits protect a public server from one abusive client; here every
 # request comes from one machine (250 source addresses), so they are raised far beyond any run.
-# The load is bounded by the scenarios themselves.
+# The load is bounded by the scenarios themselves. A pairing's code stays live (and counts against
+# MAX_PENDING_PER_CLIENT) until it expires, accepted or not, so flat-out pairing needs that raised too.
 server_limits=(
-    REST_RATE_PER_MIN=100000000 REST_BURST=1000000
+    REST_RATE_PER_MIN=100000000 REST_BURST=1000000 MAX_PENDING_PER_CLIENT=100000000
     WS_UPGRADE_RATE_PER_MIN=100000000 WS_MAX_CONNECTIONS_PER_CLIENT=1000000
     WS_MSG_RATE_PER_SEC=100000000 WS_MSG_BURST=1000000
 )
@@ -143,6 +145,7 @@ if [[ $mode == smoke ]]; then
     pairing_runs=("4 2 0")
     relay_runs=("10 200 4 0" "10 2048 4 0" "10 mixed 1 0" "10 mixed 8 200")
     relay_duration=2 relay_rounds=1
+    broadcast_runs=("3 8 200 4 0" "3 8 mixed 4 0")
 else
     conn_count=19000 conn_hold=10 settle=2
     # concurrency, seconds, pairings/s (0: flat out; 1500 is half the 3,000/s target)
@@ -153,6 +156,9 @@ else
         "10 mixed 1 0" "10 mixed 8 200")
     # Each comparison runs both servers this many times, alternating, and reports the medians.
     relay_duration=5 relay_rounds=3
+    # rooms, members, size, window, rate (0: flat out): one sender per room, every message
+    # received by the other members. Same duration and rounds as relay.
+    broadcast_runs=("100 8 200 4 0" "100 8 mixed 4 0")
 fi
 
 # Fresh servers first: start-up time, idle RSS, and memory per idle connection without leftovers
@@ -180,6 +186,16 @@ for spec in "${relay_runs[@]}"; do
     run "relay rooms=$rooms size=$size window=$window rate=$rate" relay $(target_args) \
         --rooms "$rooms" --window "$window" --rate "$rate" --duration "$relay_duration" \
         --rounds "$relay_rounds" "${size_args[@]}"
+done
+
+for spec in "${broadcast_runs[@]}"; do
+    read -r rooms members size window rate <<<"$spec"
+    size_args=()
+    [[ $size != mixed ]] && size_args=(--size "$size")
+    # shellcheck disable=SC2046
+    run "broadcast rooms=$rooms members=$members size=$size window=$window rate=$rate" broadcast \
+        $(target_args) --rooms "$rooms" --members "$members" --window "$window" --rate "$rate" \
+        --duration "$relay_duration" --rounds "$relay_rounds" "${size_args[@]}"
 done
 
 stop_servers

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::broadcast::BroadcastArgs;
 use crate::connections::ConnectionsArgs;
 use crate::pairing::PairingArgs;
 use crate::relay::RelayArgs;
@@ -27,6 +28,8 @@ pub enum Command {
     Pairing(PairingArgs),
     /// Rooms of two WebSocket clients exchanging offers, answers and candidates.
     Relay(RelayArgs),
+    /// Rooms of several WebSocket clients in which one member broadcasts and the others read.
+    Broadcast(BroadcastArgs),
     /// Many idle WebSocket connections joined in pairs; measures server RSS per connection.
     Connections(ConnectionsArgs),
     /// Prints a markdown table from `--json` outputs, one JSON object per line.
@@ -67,6 +70,8 @@ mod tests {
             "http://example.com:80",
         ]);
         assert!(parsed.is_err());
+        let parsed = Cli::try_parse_from(["loadgen", "broadcast", "--url", "http://[::2]:80"]);
+        assert!(parsed.is_err());
     }
 
     #[test]
@@ -98,6 +103,9 @@ mod tests {
             &["loadgen", "pairing", "--concurrency", "100000"],
             &["loadgen", "connections", "--count", "10000000"],
             &["loadgen", "relay", "--size", "100000"],
+            &["loadgen", "broadcast", "--members", "2"],
+            &["loadgen", "broadcast", "--members", "33"],
+            &["loadgen", "broadcast", "--size", "100000"],
         ] {
             assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
         }

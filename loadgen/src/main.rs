@@ -2,7 +2,8 @@
 //!
 //! Layout:
 //! - `cli`: the command line; `target`: the loopback-only server address.
-//! - `pairing`, `relay`, `connections`: one module per scenario, each `measure`s and returns a report.
+//! - `pairing`, `relay`, `broadcast`, `connections`: one module per scenario, each `measure`s and
+//!   returns a report.
 //! - `http` and `ws`: the thin clients the scenarios use; `payload`: realistic signaling messages
 //!   that carry a room, a sequence number and a send time.
 //! - `stats`: latency histograms; `report`: tables, JSON and the comparison with the baseline.
@@ -12,6 +13,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+mod broadcast;
 mod cli;
 mod connections;
 mod http;
@@ -32,6 +34,7 @@ async fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Pairing(args) => report::emit(args.common.json, &pairing::measure(&args).await),
         Command::Relay(args) => relay::run(&args).await,
+        Command::Broadcast(args) => broadcast::run(&args).await,
         Command::Connections(args) => connections::run(&args).await,
         Command::Report { files } => print_markdown(&files),
         Command::FreePort => free_port(),

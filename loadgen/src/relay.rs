@@ -105,6 +105,14 @@ pub struct RelayReport {
     pub delivered_per_sec_rounds: Vec<f64>,
 }
 
+/// The fields compared with the baseline, as `signalpost / baseline` ratios.
+pub(crate) const RATIOS: [&str; 4] = [
+    "delivered_per_sec",
+    "latency/p50_us",
+    "latency/p99_us",
+    "latency/p999_us",
+];
+
 /// Runs the scenario (and the baseline comparison, when asked) and prints the report.
 pub async fn run(args: &RelayArgs) -> Outcome {
     let Some(baseline) = &args.baseline_url else {
@@ -124,13 +132,7 @@ pub async fn run(args: &RelayArgs) -> Outcome {
         }
     }
     let (baseline, target) = (median(baselines), median(targets));
-    let ratios = [
-        "delivered_per_sec",
-        "latency/p50_us",
-        "latency/p99_us",
-        "latency/p999_us",
-    ];
-    report::emit_comparison(args.common.json, "relay", &target, &baseline, &ratios)
+    report::emit_comparison(args.common.json, "relay", &target, &baseline, &RATIOS)
 }
 
 /// The run with the median throughput, carrying every run's throughput; any run that was not
@@ -158,15 +160,15 @@ fn median(mut runs: Vec<RelayReport>) -> RelayReport {
 
 /// One direction of a room: what its sender has sent and its receiver has received.
 #[derive(Default)]
-struct Lane {
-    sent: AtomicU64,
-    received: AtomicU64,
+pub(crate) struct Lane {
+    pub(crate) sent: AtomicU64,
+    pub(crate) received: AtomicU64,
     /// Wakes the sender when its window opens.
-    progress: Notify,
+    pub(crate) progress: Notify,
 }
 
 impl Lane {
-    fn in_flight(&self) -> u64 {
+    pub(crate) fn in_flight(&self) -> u64 {
         self.sent
             .load(Ordering::Acquire)
             .saturating_sub(self.received.load(Ordering::Acquire))
@@ -174,25 +176,25 @@ impl Lane {
 }
 
 /// Everything a client's reader checks a message against.
-struct Expect {
-    room_index: u32,
-    room_name: String,
-    peer_side: u8,
-    peer_id: String,
+pub(crate) struct Expect {
+    pub(crate) room_index: u32,
+    pub(crate) room_name: String,
+    pub(crate) peer_side: u8,
+    pub(crate) peer_id: String,
 }
 
 /// Counters every task adds to.
 #[derive(Default)]
-struct Counts {
+pub(crate) struct Counts {
     errors: Mutex<BTreeMap<String, u64>>,
-    misrouted: AtomicU64,
-    reordered: AtomicU64,
-    bytes_sent: AtomicU64,
-    last_receipt_ns: AtomicU64,
+    pub(crate) misrouted: AtomicU64,
+    pub(crate) reordered: AtomicU64,
+    pub(crate) bytes_sent: AtomicU64,
+    pub(crate) last_receipt_ns: AtomicU64,
 }
 
 impl Counts {
-    fn error(&self, kind: impl Into<String>) {
+    pub(crate) fn error(&self, kind: impl Into<String>) {
         *self
             .errors
             .lock()
@@ -200,30 +202,48 @@ impl Counts {
             .entry(kind.into())
             .or_default() += 1;
     }
+
+    /// The errors counted so far, by kind, leaving none behind.
+    pub(crate) fn take_errors(&self) -> BTreeMap<String, u64> {
+        std::mem::take(&mut *self.errors.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 /// State shared by all clients of one run.
-struct Run {
+pub(crate) struct Run {
     epoch: Instant,
-    counts: Counts,
+    pub(crate) counts: Counts,
     latency: Vec<Mutex<Latency>>,
 }
 
 impl Run {
-    fn now_ns(&self) -> u64 {
+    pub(crate) fn new() -> Run {
+        Run {
+            epoch: Instant::now(),
+            counts: Counts::default(),
+            latency: (0..LATENCY_SHARDS)
+                .map(|_| Mutex::new(Latency::new()))
+                .collect(),
+        }
+    }
+
+    pub(crate) fn now_ns(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Every reader's latencies together.
+    pub(crate) fn latency_summary(&self) -> Summary {
+        let mut latency = Latency::new();
+        for shard in &self.latency {
+            latency.merge(&shard.lock().unwrap_or_else(|e| e.into_inner()));
+        }
+        latency.summary()
     }
 }
 
 /// Runs the scenario once against `target`.
 pub async fn measure(args: &RelayArgs, target: &Target, label: &str) -> RelayReport {
-    let run = Arc::new(Run {
-        epoch: Instant::now(),
-        counts: Counts::default(),
-        latency: (0..LATENCY_SHARDS)
-            .map(|_| Mutex::new(Latency::new()))
-            .collect(),
-    });
+    let run = Arc::new(Run::new());
     let rooms = set_up_rooms(args, target, &run.counts).await;
     let rooms_ready = rooms.len() as u32;
 
@@ -304,12 +324,7 @@ pub async fn measure(args: &RelayArgs, target: &Target, label: &str) -> RelayRep
         .load(Ordering::Acquire)
         .max(start_ns + 1);
     let duration_s = (last_ns - start_ns) as f64 / 1e9;
-    let mut latency = Latency::new();
-    for shard in &run.latency {
-        latency.merge(&shard.lock().unwrap_or_else(|e| e.into_inner()));
-    }
-    let error_kinds =
-        std::mem::take(&mut *run.counts.errors.lock().unwrap_or_else(|e| e.into_inner()));
+    let error_kinds = run.counts.take_errors();
     RelayReport {
         scenario: "relay",
         label: label.to_owned(),
@@ -330,7 +345,7 @@ pub async fn measure(args: &RelayArgs, target: &Target, label: &str) -> RelayRep
         reordered: run.counts.reordered.load(Ordering::Acquire),
         errors: error_kinds.values().sum(),
         error_kinds,
-        latency: latency.summary(),
+        latency: run.latency_summary(),
         delivered_per_sec_rounds: Vec::new(),
     }
 }
@@ -433,7 +448,7 @@ impl Sender {
 }
 
 /// One client's receiving side: checks and times every relayed message until told to stop.
-async fn read_all(
+pub(crate) async fn read_all(
     run: Arc<Run>,
     lane: Arc<Lane>,
     expect: Expect,
@@ -525,7 +540,7 @@ async fn read_all(
 }
 
 /// Sends close frames (best effort, bounded in time) so servers see orderly departures.
-async fn close_all(sinks: Vec<SplitSink<Ws, Message>>) {
+pub(crate) async fn close_all(sinks: Vec<SplitSink<Ws, Message>>) {
     let closing = futures_util::stream::iter(sinks).for_each_concurrent(
         SETUP_PARALLELISM,
         |mut sink| async move {

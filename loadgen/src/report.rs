@@ -149,6 +149,7 @@ fn label_of(value: &Value) -> &str {
 pub fn markdown(lines: &str) -> String {
     let mut pairing = Vec::new();
     let mut relay = Vec::new();
+    let mut broadcast = Vec::new();
     let mut connections = Vec::new();
     let mut servers = Vec::new();
     for line in lines.lines().filter(|l| !l.trim().is_empty()) {
@@ -167,6 +168,7 @@ pub fn markdown(lines: &str) -> String {
             match run.get("scenario").and_then(Value::as_str) {
                 Some("pairing") => pairing.push(pairing_row(&run)),
                 Some("relay") => relay.push(relay_row(&run, ratio)),
+                Some("broadcast") => broadcast.push(broadcast_row(&run, ratio)),
                 Some("connections") => connections.push(connections_row(&run, ratio)),
                 Some("server") => servers.push(server_row(&run)),
                 _ => {}
@@ -187,6 +189,11 @@ pub fn markdown(lines: &str) -> String {
     if !relay.is_empty() {
         out += "### relay\n\n| server | rooms | rate (msg/s) | size (B) | window | s | delivered/s | vs baseline | p50 µs | p99 µs | p99.9 µs | p99 vs baseline | lost | misrouted | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
         out += &relay.concat();
+        out += "\n";
+    }
+    if !broadcast.is_empty() {
+        out += "### broadcast\n\n| server | rooms | members | rate (msg/s sent) | size (B) | window | s | sent/s | delivered/s | vs baseline | p50 µs | p99 µs | p99.9 µs | p99 vs baseline | lost | misrouted | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+        out += &broadcast.concat();
         out += "\n";
     }
     if !connections.is_empty() {
@@ -237,17 +244,48 @@ fn rate_cell(run: &Value) -> String {
     }
 }
 
-fn relay_row(run: &Value, ratio: Option<&Value>) -> String {
-    let size = match run.get("size") {
+fn size_cell(run: &Value) -> String {
+    match run.get("size") {
         Some(Value::Number(n)) => n.to_string(),
         _ => "mixed".to_owned(),
-    };
+    }
+}
+
+fn relay_row(run: &Value, ratio: Option<&Value>) -> String {
+    let size = size_cell(run);
     format!(
         "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
         label_of(run),
         num(run, "rooms", 0),
         rate_cell(run),
         size,
+        num(run, "window", 0),
+        num(run, "duration_s", 1),
+        num(run, "delivered_per_sec", 0),
+        ratio_cell(ratio, "delivered_per_sec"),
+        num(run, "latency/p50_us", 0),
+        num(run, "latency/p99_us", 0),
+        num(run, "latency/p999_us", 0),
+        ratio_cell(ratio, "latency/p99_us"),
+        num(run, "lost", 0),
+        num(run, "misrouted", 0),
+        num(run, "errors", 0),
+    )
+}
+
+/// Like a relay row, with the room size, and the senders' rate next to the receipts'.
+fn broadcast_row(run: &Value, ratio: Option<&Value>) -> String {
+    let sent_per_sec = match (number_at(run, "sent"), number_at(run, "duration_s")) {
+        (Some(sent), Some(s)) if s > 0.0 => format!("{:.0}", sent / s),
+        _ => "–".to_owned(),
+    };
+    format!(
+        "| {} | {} | {} | {} | {} | {} | {} | {sent_per_sec} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+        label_of(run),
+        num(run, "rooms", 0),
+        num(run, "members", 0),
+        rate_cell(run),
+        size_cell(run),
         num(run, "window", 0),
         num(run, "duration_s", 1),
         num(run, "delivered_per_sec", 0),
@@ -317,5 +355,32 @@ mod tests {
         assert!(md.contains("| 0.900 |"), "{md}");
         assert!(md.contains("| 1.250 |"), "{md}");
         assert!(!md.contains("### connections"), "{md}");
+        assert!(!md.contains("### broadcast"), "{md}");
+    }
+
+    #[test]
+    fn broadcast_comparisons_get_their_own_table() {
+        let run = |label: &str, per_sec: f64| {
+            json!({"scenario": "broadcast", "label": label, "rooms": 3, "members": 8, "rate": 0,
+                   "size": 200, "window": 4, "duration_s": 2.0, "sent": 1000,
+                   "delivered_per_sec": per_sec, "lost": 0, "misrouted": 0, "errors": 0,
+                   "latency": {"p50_us": 100.0, "p99_us": 300.0, "p999_us": 400.0}})
+        };
+        let line = json!({"scenario": "broadcast", "target": run("signalpost", 3150.0),
+                          "baseline": run("baseline", 3500.0),
+                          "ratio": {"delivered_per_sec": 0.9, "latency/p99_us": 1.1}})
+        .to_string();
+        let md = markdown(&line);
+        assert!(md.contains("### broadcast"), "{md}");
+        assert!(!md.contains("### relay"), "{md}");
+        assert!(
+            md.contains("| baseline | 3 | 8 | max | 200 | 4 | 2.0 | 500 | 3500 |  | 100 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| signalpost | 3 | 8 | max | 200 | 4 | 2.0 | 500 | 3150 | 0.900 |"),
+            "{md}"
+        );
+        assert!(md.contains("| 1.100 | 0 | 0 | 0 |"), "{md}");
     }
 }

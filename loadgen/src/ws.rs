@@ -1,5 +1,5 @@
-//! WebSocket clients: connecting from spread source addresses, and the join handshake that puts
-//! two clients in a ready room.
+//! WebSocket clients: connecting from spread source addresses, and the join handshakes that put
+//! two clients in a ready room, or several in a full room of a larger capacity.
 
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -70,6 +70,8 @@ pub struct ServerMessage<'a> {
     pub client_id: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     pub error: Option<Cow<'a, str>>,
+    #[serde(rename = "userCount", default)]
+    pub user_count: Option<u64>,
 }
 
 /// Hands out source addresses round-robin.
@@ -111,7 +113,7 @@ pub async fn connect(
     Ok(ws)
 }
 
-/// A client in a ready room of two.
+/// A client in a ready room.
 pub struct Member {
     pub ws: Ws,
     pub client_id: String,
@@ -145,6 +147,43 @@ pub async fn join_pair(
         .map_err(|_| SetupError::Timeout)?
 }
 
+/// Connects `size` clients and joins them all to `room`, which the first one creates with that
+/// capacity; returns them in join order once each has joined and every earlier member has been
+/// told of the last one, so no join notice is still on its way when the caller starts sending.
+pub async fn join_group(
+    target: &Target,
+    sources: &SourceAddrs,
+    room: &str,
+    size: u32,
+    config: WebSocketConfig,
+) -> Result<Vec<Member>, SetupError> {
+    let setup = async {
+        let mut members = futures_util::future::try_join_all(
+            (0..size).map(|_| greet(target, sources.next_for(target), config)),
+        )
+        .await?;
+        // One at a time, so the join order (and the first joiner, who fixes the capacity) is known.
+        for (index, member) in members.iter_mut().enumerate() {
+            let capacity = (index == 0).then_some(size);
+            send_join_with(&mut member.ws, room, capacity).await?;
+            wait_for(&mut member.ws, "room_joined").await?;
+        }
+        // Each earlier member gets a `peer_joined` per later joiner; the last says the room is full.
+        let full = Some(u64::from(size));
+        let earlier = members.len().saturating_sub(1);
+        futures_util::future::try_join_all(members[..earlier].iter_mut().map(|member| {
+            wait_until(&mut member.ws, |m| {
+                m.kind == "peer_joined" && m.user_count == full
+            })
+        }))
+        .await?;
+        Ok(members)
+    };
+    tokio::time::timeout(SETUP_TIMEOUT, setup)
+        .await
+        .map_err(|_| SetupError::Timeout)?
+}
+
 /// Connects and reads the `connected` greeting.
 async fn greet(
     target: &Target,
@@ -157,7 +196,15 @@ async fn greet(
 }
 
 async fn send_join(ws: &mut Ws, room: &str) -> Result<(), SetupError> {
-    let join = serde_json::json!({ "type": "join_room", "roomId": room });
+    send_join_with(ws, room, None).await
+}
+
+/// A `join_room`, with a `capacity` when given.
+async fn send_join_with(ws: &mut Ws, room: &str, capacity: Option<u32>) -> Result<(), SetupError> {
+    let mut join = serde_json::json!({ "type": "join_room", "roomId": room });
+    if let Some(capacity) = capacity {
+        join["capacity"] = capacity.into();
+    }
     ws.send(Message::text(join.to_string())).await?;
     Ok(())
 }
@@ -165,13 +212,22 @@ async fn send_join(ws: &mut Ws, room: &str) -> Result<(), SetupError> {
 /// Reads until a message of type `kind`, returning its `clientId` if any. Other informational
 /// messages are skipped; `error` and `room_full` end the setup.
 async fn wait_for(ws: &mut Ws, kind: &str) -> Result<Option<String>, SetupError> {
+    wait_until(ws, |m| m.kind == kind).await
+}
+
+/// Reads until a message for which `wanted` holds, returning its `clientId` if any. Other
+/// informational messages are skipped; `error` and `room_full` end the setup.
+async fn wait_until(
+    ws: &mut Ws,
+    wanted: impl Fn(&ServerMessage) -> bool,
+) -> Result<Option<String>, SetupError> {
     while let Some(message) = ws.next().await {
         let Message::Text(text) = message? else {
             continue;
         };
         let parsed: ServerMessage =
             serde_json::from_str(&text).map_err(|_| SetupError::Unparseable)?;
-        if parsed.kind == kind {
+        if wanted(&parsed) {
             return Ok(parsed.client_id.map(Cow::into_owned));
         }
         if parsed.kind == "error" || parsed.kind == "room_full" {

@@ -1,7 +1,8 @@
 //! `baseline-relay`: the least work a signaling relay can do, to measure signalpost against.
 //!
-//! Raw tokio-tungstenite with its default `WebSocketConfig`; rooms of two; each relayed message is
-//! parsed, given `from` and `roomId`, and forwarded to the other member. No REST, no limits, no
+//! Raw tokio-tungstenite with its default `WebSocketConfig`; rooms of two, or of the `capacity` (2 to
+//! 32) their first joiner asks for; each relayed message is parsed, given `from` and `roomId`, and
+//! forwarded to every other member (with two members, to the other one). No REST, no limits, no
 //! heartbeats, no validation beyond what the load generator needs. Benchmark use only.
 
 use std::collections::HashMap;
@@ -27,12 +28,18 @@ struct Args {
 
 type ClientId = String;
 
-/// A room's members, at most two: their ids and outbound queues.
-type Members = Vec<(ClientId, UnboundedSender<Message>)>;
+/// Largest room, as signalpost's default `MAX_ROOM_CAPACITY`.
+const MAX_CAPACITY: u64 = 32;
+
+/// A room's members, in join order (their ids and outbound queues), and how many it admits.
+struct Room {
+    capacity: usize,
+    members: Vec<(ClientId, UnboundedSender<Message>)>,
+}
 
 #[derive(Default)]
 struct Rooms {
-    rooms: Mutex<HashMap<String, Members>>,
+    rooms: Mutex<HashMap<String, Room>>,
     next_id: AtomicU64,
 }
 
@@ -76,8 +83,19 @@ async fn serve(stream: TcpStream, rooms: Arc<Rooms>) {
         };
         match fields.get("type").and_then(Value::as_str) {
             Some("join_room") => {
-                if let Some(name) = fields.get("roomId").and_then(Value::as_str) {
-                    join(&rooms, name, &id, &tx);
+                let capacity = match fields.get("capacity") {
+                    None => Some(2),
+                    Some(n) => n.as_u64().filter(|n| (2..=MAX_CAPACITY).contains(n)),
+                };
+                let Some(capacity) = capacity else {
+                    let _ = tx.send(text(
+                        json!({ "type": "error", "error": "Invalid capacity" }),
+                    ));
+                    continue;
+                };
+                if let Some(name) = fields.get("roomId").and_then(Value::as_str)
+                    && join(&rooms, name, capacity as usize, &id, &tx)
+                {
                     room = Some(name.to_owned());
                 }
             }
@@ -87,11 +105,9 @@ async fn serve(stream: TcpStream, rooms: Arc<Rooms>) {
                 fields.insert("roomId".into(), Value::String(name.clone()));
                 let relayed = text(Value::Object(fields));
                 let rooms = rooms.rooms.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(peer) = rooms
-                    .get(name)
-                    .and_then(|m| m.iter().find(|(other, _)| *other != id))
-                {
-                    let _ = peer.1.send(relayed);
+                let members = rooms.get(name).map_or(&[][..], |r| &r.members);
+                for (_, peer) in members.iter().filter(|(other, _)| *other != id) {
+                    let _ = peer.send(relayed.clone());
                 }
             }
             _ => {}
@@ -102,33 +118,52 @@ async fn serve(stream: TcpStream, rooms: Arc<Rooms>) {
     }
 }
 
-fn join(rooms: &Rooms, name: &str, id: &str, tx: &UnboundedSender<Message>) {
+/// Joins `id` to room `name`, which a first joiner creates with `capacity`; false when it is full.
+fn join(
+    rooms: &Rooms,
+    name: &str,
+    capacity: usize,
+    id: &str,
+    tx: &UnboundedSender<Message>,
+) -> bool {
     let mut rooms = rooms.rooms.lock().unwrap_or_else(|e| e.into_inner());
-    let members = rooms.entry(name.to_owned()).or_default();
-    if members.len() >= 2 {
+    let room = rooms.entry(name.to_owned()).or_insert_with(|| Room {
+        capacity,
+        members: Vec::new(),
+    });
+    if room.members.len() >= room.capacity {
+        let error = format!("Room is full (max {} users)", room.capacity);
         let _ = tx.send(text(
-            json!({ "type": "room_full", "error": "Room is full (max 2 users)", "roomId": name }),
+            json!({ "type": "room_full", "error": error, "roomId": name }),
         ));
-        return;
+        return false;
     }
-    members.push((id.to_owned(), tx.clone()));
-    let count = members.len();
+    room.members.push((id.to_owned(), tx.clone()));
+    let count = room.members.len();
     let _ = tx.send(text(json!({
-        "type": "room_joined", "roomId": name, "userCount": count, "isInitiator": count == 1, "ready": count == 2
+        "type": "room_joined", "roomId": name, "userCount": count, "isInitiator": count == 1, "ready": count >= 2
     })));
-    if count == 2 {
-        for (index, (_, member)) in members.iter().enumerate() {
+    if room.capacity == 2 && count == 2 {
+        for (index, (_, member)) in room.members.iter().enumerate() {
             let _ = member.send(text(json!({
                 "type": "room_ready", "roomId": name, "message": "Both users connected. Ready for WebRTC handshake.",
                 "userCount": 2, "isInitiator": index == 0
             })));
         }
+    } else if room.capacity > 2 {
+        let joined = text(
+            json!({ "type": "peer_joined", "roomId": name, "peerId": id, "userCount": count }),
+        );
+        for (_, member) in room.members.iter().filter(|(member, _)| member != id) {
+            let _ = member.send(joined.clone());
+        }
     }
+    true
 }
 
 fn leave(rooms: &Rooms, name: &str, id: &str) {
     let mut rooms = rooms.rooms.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(members) = rooms.get_mut(name) {
+    if let Some(Room { members, .. }) = rooms.get_mut(name) {
         members.retain(|(member, _)| member != id);
         for (_, peer) in members.iter() {
             let _ = peer.send(text(json!({ "type": "peer_disconnected", "message": "Other user disconnected", "peerId": id })));
@@ -141,4 +176,59 @@ fn leave(rooms: &Rooms, name: &str, id: &str) {
 
 fn text(value: Value) -> Message {
     Message::text(value.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::mpsc::UnboundedReceiver;
+
+    use super::*;
+
+    fn client() -> (UnboundedSender<Message>, UnboundedReceiver<Message>) {
+        mpsc::unbounded_channel()
+    }
+
+    /// The `type`s of the messages queued for a client, taken.
+    fn kinds(rx: &mut UnboundedReceiver<Message>) -> Vec<String> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|m| {
+                let value: Value =
+                    serde_json::from_str(m.to_text().unwrap_or("{}")).unwrap_or_default();
+                value["type"].as_str().unwrap_or("?").to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_room_of_two_gets_ready_as_before() {
+        let rooms = Rooms::default();
+        let ((a, mut ra), (b, mut rb), (c, mut rc)) = (client(), client(), client());
+        assert!(join(&rooms, "r", 2, "a", &a));
+        assert!(join(&rooms, "r", 5, "b", &b));
+        assert!(!join(&rooms, "r", 2, "c", &c));
+        assert_eq!(kinds(&mut ra), ["room_joined", "room_ready"]);
+        assert_eq!(kinds(&mut rb), ["room_joined", "room_ready"]);
+        assert_eq!(kinds(&mut rc), ["room_full"]);
+    }
+
+    #[test]
+    fn the_first_joiner_fixes_a_larger_capacity() {
+        let rooms = Rooms::default();
+        let mut queues: Vec<_> = (0..4).map(|_| client()).collect();
+        for (index, (tx, _)) in queues.iter().enumerate() {
+            let joined = join(
+                &rooms,
+                "r",
+                if index == 0 { 3 } else { 2 },
+                &index.to_string(),
+                tx,
+            );
+            assert_eq!(joined, index < 3, "{index}");
+        }
+        let got: Vec<_> = queues.iter_mut().map(|(_, rx)| kinds(rx)).collect();
+        assert_eq!(got[0], ["room_joined", "peer_joined", "peer_joined"]);
+        assert_eq!(got[1], ["room_joined", "peer_joined"]);
+        assert_eq!(got[2], ["room_joined"]);
+        assert_eq!(got[3], ["room_full"]);
+    }
 }
