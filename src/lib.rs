@@ -27,6 +27,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod db;
 pub mod dialects;

@@ -14,8 +14,22 @@ pub struct AppState {
     inner: Arc<Inner>,
 }
 
+/// What a node in cluster mode shares with its handlers.
+#[derive(Clone)]
+pub struct ClusterInfo {
+    /// This node's name.
+    pub name: String,
+    /// This node's number.
+    pub node: u16,
+    /// The shared connections.
+    pub redis: crate::cluster::Redis,
+    /// The shared room directory.
+    pub rooms: crate::cluster::rooms::ClusterRooms,
+}
+
 struct Inner {
     config: Config,
+    cluster: Option<ClusterInfo>,
     store: Option<Store>,
     signaling: Arc<Signaling>,
     limits: Arc<Limiters>,
@@ -29,10 +43,12 @@ impl AppState {
         store: Option<Store>,
         signaling: Arc<Signaling>,
         limits: Arc<Limiters>,
+        cluster: Option<ClusterInfo>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 config,
+                cluster,
                 store,
                 signaling,
                 limits,
@@ -46,7 +62,12 @@ impl AppState {
         &self.inner.config
     }
 
-    /// The pairing store, unless SQLite is turned off.
+    /// The node's cluster, in cluster mode.
+    pub fn cluster(&self) -> Option<&ClusterInfo> {
+        self.inner.cluster.as_ref()
+    }
+
+    /// The pairing store, unless the pairing API is off.
     pub fn store(&self) -> Option<&Store> {
         self.inner.store.as_ref()
     }

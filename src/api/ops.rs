@@ -24,7 +24,7 @@ use crate::config::Secret;
 use crate::limits::Limiters;
 use crate::limits::client::ClientKey;
 use crate::state::AppState;
-use crate::telemetry::metrics::{self, Live};
+use crate::telemetry::metrics::{self, ClusterLive, Live};
 use crate::telemetry::{PairingOutcome, Refusal, logging, process};
 
 /// How long `/health` waits for the database before calling the server degraded: a healthy
@@ -65,6 +65,12 @@ pub fn count_refusals(state: AppState) -> impl Fn(Response) -> Response + Clone 
 struct Health {
     status: &'static str,
     db: &'static str,
+    /// `redis` in cluster mode (the pairing store and rooms are there); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store: Option<&'static str>,
+    /// This node's name, in cluster mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<String>,
     uptime_secs: u64,
     version: &'static str,
 }
@@ -97,6 +103,8 @@ async fn health_answer(state: &AppState) -> Response {
     let body = Health {
         status: if healthy { "ok" } else { "degraded" },
         db,
+        store: state.cluster().map(|_| "redis"),
+        node: state.cluster().map(|c| c.name.clone()),
         uptime_secs: state.started().elapsed().as_secs(),
         version: env!("CARGO_PKG_VERSION"),
     };
@@ -130,6 +138,21 @@ struct Stats {
     bytes_relayed: u64,
     memory: Memory,
     timestamp: String,
+    /// Cluster mode: this node's name and the counts over every node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<ClusterStats>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ClusterStats {
+    node: String,
+    /// Nodes alive; null when Redis did not answer.
+    nodes: Option<usize>,
+    rooms: Option<usize>,
+    rooms_ready: Option<usize>,
+    /// Live codes of the whole cluster (the same as `pendings`: the store is shared).
+    pendings: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -171,6 +194,13 @@ fn stats(state: AppState) -> BoxedFilter<(Response,)> {
                     rss_bytes: process::rss_bytes(),
                 },
                 timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                cluster: state.cluster().map(|c| ClusterStats {
+                    node: c.name.clone(),
+                    nodes: live.cluster.map(|l| l.nodes),
+                    rooms: live.cluster.map(|l| l.rooms),
+                    rooms_ready: live.cluster.map(|l| l.rooms_ready),
+                    pendings: live.pendings,
+                }),
             };
             no_store(warp::reply::json(&body).into_response())
         })
@@ -198,12 +228,35 @@ async fn live(state: &AppState) -> Live {
             }
         }
     };
+    let cluster = match state.cluster() {
+        None => None,
+        Some(cluster) => {
+            let counts = async {
+                let nodes: usize = cluster
+                    .redis
+                    .query(&redis::cmd("SCARD").arg("sp:nodes").clone())
+                    .await
+                    .ok()?;
+                let rooms = cluster.rooms.cluster_counts().await.ok()?;
+                Some(ClusterLive {
+                    nodes,
+                    rooms: rooms.rooms,
+                    rooms_ready: rooms.rooms_ready,
+                })
+            };
+            tokio::time::timeout(HEALTH_DB_TIMEOUT, counts)
+                .await
+                .ok()
+                .flatten()
+        }
+    };
     Live {
         connections,
         rooms: counts.rooms,
         rooms_ready: counts.rooms_ready,
         pendings,
         uptime_secs: state.started().elapsed().as_secs(),
+        cluster,
     }
 }
 

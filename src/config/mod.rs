@@ -25,6 +25,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// The rules of the guess limiter: failures allowed per window, and the first lock-out.
+#[derive(Debug, Clone, Copy)]
+pub struct GuessPolicy {
+    /// Failures allowed in the window.
+    pub limit: u32,
+    /// The window.
+    pub window: Duration,
+    /// The first lock-out; doubled per repeated offence up to 15 minutes.
+    pub first_block: Duration,
+}
+
 /// Everything the server can be told at start.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "signalpost", version, about)]
@@ -186,6 +197,22 @@ pub struct Config {
     /// allows every subdomain. Unset: any origin.
     #[arg(long = "allowed-origins", env = "ALLOWED_ORIGINS", value_parser = parse_origins)]
     pub allowed_origins: Option<OriginList>,
+
+    /// Redis URL (`redis://host:6379/0`, `rediss://` for TLS): set, the node runs in cluster
+    /// mode, sharing pairings, rooms and limits with every node on the same Redis. Unset: one
+    /// node with embedded SQLite.
+    #[arg(long = "redis-url", env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<Secret>,
+
+    /// This node's name in logs and metrics (cluster mode). Default: random at start.
+    #[arg(long = "node-id", env = "NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// Seconds without a heartbeat after which the other nodes take a node for dead: its
+    /// members' peers are told, its members leave their rooms (cluster mode).
+    #[arg(long = "node-ttl-secs", env = "NODE_TTL_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(2..=3600))]
+    pub node_ttl_secs: u64,
 
     /// Abuse limits.
     #[command(flatten)]
@@ -380,6 +407,15 @@ impl Config {
     /// How long a silent WebSocket is kept.
     pub fn ws_idle_timeout(&self) -> Duration {
         Duration::from_secs(self.ws_idle_timeout_secs)
+    }
+
+    /// The guess limiter's policy.
+    pub fn guess_policy(&self) -> GuessPolicy {
+        GuessPolicy {
+            limit: self.limits.guess_limit,
+            window: Duration::from_secs(self.limits.guess_window_secs),
+            first_block: Duration::from_secs(self.limits.guess_block_secs),
+        }
     }
 
     /// How long failed guesses are remembered.

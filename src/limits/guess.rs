@@ -23,16 +23,7 @@ pub const MAX_BLOCK: Duration = Duration::from_secs(15 * 60);
 /// How long a client's offence count is remembered after its last lock-out ends.
 const OFFENCE_MEMORY: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// The guess policy.
-#[derive(Debug, Clone, Copy)]
-pub struct GuessPolicy {
-    /// Failures allowed in the window.
-    pub limit: u32,
-    /// The window.
-    pub window: Duration,
-    /// The first lock-out; doubled per repeated offence up to [`MAX_BLOCK`].
-    pub first_block: Duration,
-}
+pub use crate::config::GuessPolicy;
 
 #[derive(Debug, Clone, Copy)]
 struct Record {

@@ -23,7 +23,7 @@ use futures_util::future::BoxFuture;
 
 use crate::config::Config;
 use client::{Cidr, ClientKey};
-use guess::{GuessGuard, GuessPolicy, GuessTicket};
+use guess::{GuessGuard, GuessTicket};
 use rate::{KeyedLimiter, Rate};
 use slots::ConnectionSlots;
 
@@ -97,11 +97,7 @@ impl Limiters {
                 l.ws_upgrade_rate_per_min,
                 l.ws_upgrade_rate_per_min,
             ))),
-            guesses: Arc::new(GuessGuard::new(GuessPolicy {
-                limit: l.guess_limit,
-                window: Duration::from_secs(l.guess_window_secs),
-                first_block: Duration::from_secs(l.guess_block_secs),
-            })),
+            guesses: Arc::new(GuessGuard::new(config.guess_policy())),
             connections: ConnectionSlots::new(
                 l.ws_max_connections_per_client,
                 l.ws_max_connections as usize,

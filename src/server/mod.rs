@@ -6,6 +6,7 @@ pub mod listener;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -13,12 +14,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api;
+use crate::cluster::Cluster;
+use crate::cluster::limits::{SharedGuesses, SharedRate};
 use crate::config::Config;
 use crate::db::{SqliteStore, Store, StoreError};
 use crate::limits::Limiters;
+use crate::limits::rate::Rate;
 use crate::signaling::rooms::{Delivery, LocalDelivery, LocalRooms, ResumeLimits, RoomDirectory};
 use crate::signaling::{SessionSettings, Signaling, SignalingParts};
 use crate::state::AppState;
+use crate::state::ClusterInfo;
 use crate::sweeper;
 use crate::telemetry::Metrics;
 
@@ -37,9 +42,20 @@ pub enum StartError {
     /// Options that cannot work together.
     #[error("configuration: {0}")]
     Config(&'static str),
+    /// Redis could not be reached at start (cluster mode).
+    #[error("redis: {0}")]
+    Redis(crate::cluster::RedisError),
     /// The listener's address could not be read.
     #[error("listener: {0}")]
     Listener(#[from] std::io::Error),
+}
+
+/// The backends a server runs on: one node's own, or a cluster's shared ones.
+struct Backends {
+    store: Option<Store>,
+    rooms: Arc<dyn RoomDirectory>,
+    delivery: Arc<dyn Delivery>,
+    cluster: Option<ClusterInfo>,
 }
 
 /// A running server.
@@ -59,33 +75,85 @@ pub struct Server {
 impl Server {
     /// Opens the database (applying migrations) and starts serving on `listener`.
     pub async fn start(config: Config, listener: TcpListener) -> Result<Self, StartError> {
-        if config.strict_rooms && !config.use_sqlite {
+        let clustered = config.redis_url.is_some();
+        if config.strict_rooms && !config.use_sqlite && !clustered {
             return Err(StartError::Config(
                 "STRICT_ROOMS needs USE_SQLITE: strict rooms are the paired rooms in the database",
             ));
         }
         let addr = listener.local_addr()?;
-        let sqlite = if config.use_sqlite {
-            let store = SqliteStore::open(&config.sqlite_db_path)
-                .await
-                .map_err(|source| StartError::Database {
-                    path: config.sqlite_db_path.display().to_string(),
-                    source,
-                })?;
-            Some(store)
-        } else {
-            None
-        };
-        let store: Option<Store> = sqlite.clone().map(|s| Arc::new(s) as Store);
         let shutdown = CancellationToken::new();
-        let limits = Arc::new(Limiters::from_config(&config));
         let metrics = Arc::new(Metrics::new());
-        let delivery: Arc<dyn Delivery> = Arc::new(LocalDelivery::new(0));
-        let rooms: Arc<dyn RoomDirectory> = Arc::new(LocalRooms::new(
-            delivery.clone(),
-            metrics.clone(),
-            ResumeLimits::from_config(&config),
-        ));
+        let resume = ResumeLimits::from_config(&config);
+        let mut limits = Limiters::from_config(&config);
+        let mut sqlite = None;
+        let Backends {
+            store,
+            rooms,
+            delivery,
+            cluster,
+        } = match &config.redis_url {
+            Some(url) => {
+                let cluster = Cluster::start(
+                    url.expose(),
+                    config.node_id.clone(),
+                    Duration::from_secs(config.node_ttl_secs),
+                    metrics.clone(),
+                    resume,
+                    shutdown.clone(),
+                )
+                .await
+                .map_err(StartError::Redis)?;
+                let l = &config.limits;
+                limits = limits.with_shared(
+                    Arc::new(SharedRate::new(
+                        cluster.redis.clone(),
+                        "rest",
+                        Rate::per_minute(l.rest_rate_per_min, l.rest_burst),
+                    )),
+                    Arc::new(SharedRate::new(
+                        cluster.redis.clone(),
+                        "upgrades",
+                        Rate::per_minute(l.ws_upgrade_rate_per_min, l.ws_upgrade_rate_per_min),
+                    )),
+                    SharedGuesses::new(cluster.redis.clone(), config.guess_policy()),
+                );
+                let info = ClusterInfo {
+                    name: cluster.name.clone(),
+                    node: cluster.node,
+                    redis: cluster.redis.clone(),
+                    rooms: cluster.rooms.clone(),
+                };
+                Backends {
+                    store: Some(Arc::new(cluster.store) as Store),
+                    rooms: Arc::new(cluster.rooms.clone()),
+                    delivery: Arc::new(cluster.rooms),
+                    cluster: Some(info),
+                }
+            }
+            None => {
+                if config.use_sqlite {
+                    let store =
+                        SqliteStore::open(&config.sqlite_db_path)
+                            .await
+                            .map_err(|source| StartError::Database {
+                                path: config.sqlite_db_path.display().to_string(),
+                                source,
+                            })?;
+                    sqlite = Some(store);
+                }
+                let delivery: Arc<dyn Delivery> = Arc::new(LocalDelivery::new(0));
+                let rooms: Arc<dyn RoomDirectory> =
+                    Arc::new(LocalRooms::new(delivery.clone(), metrics.clone(), resume));
+                Backends {
+                    store: sqlite.clone().map(|s| Arc::new(s) as Store),
+                    rooms,
+                    delivery,
+                    cluster: None,
+                }
+            }
+        };
+        let limits = Arc::new(limits);
         let signaling = Arc::new(Signaling::new(SignalingParts {
             rooms,
             delivery,
@@ -118,7 +186,7 @@ impl Server {
             shutdown: shutdown.clone(),
             connections: TaskTracker::new(),
         };
-        let state = AppState::new(config, store, signaling, limits);
+        let state = AppState::new(config, store, signaling, limits, cluster);
         let routes = api::routes(state.clone());
         let dialects = crate::dialects::start(&state, &listening).await?;
         let http = tokio::spawn(listener::serve(

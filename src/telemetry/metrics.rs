@@ -136,6 +136,19 @@ pub struct Live {
     pub pendings: Option<u64>,
     /// Seconds since the server started.
     pub uptime_secs: u64,
+    /// Cluster mode: counts over every node, when Redis answered.
+    pub cluster: Option<ClusterLive>,
+}
+
+/// Counts over every node of a cluster.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClusterLive {
+    /// Nodes alive.
+    pub nodes: usize,
+    /// Rooms with at least one member.
+    pub rooms: usize,
+    /// Rooms with two members or more.
+    pub rooms_ready: usize,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -147,6 +160,17 @@ struct ResultLabel {
 struct TypeLabel {
     r#type: &'static str,
 }
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabel {
+    direction: &'static str,
+}
+
+/// Buckets of a Redis round trip, in seconds: on a LAN a command takes well under a
+/// millisecond; the tail shows a loaded or distant Redis.
+const REDIS_BUCKETS: [f64; 10] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0,
+];
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DialectLabel {
@@ -219,6 +243,16 @@ pub struct Metrics {
     /// Other kinds (the dialects'), created on first use.
     other_messages: Family<TypeLabel, Counter>,
     other_bytes: Family<TypeLabel, Counter>,
+    /// Cluster-wide counts (cluster mode).
+    cluster_nodes: Gauge,
+    cluster_rooms: Gauge,
+    cluster_rooms_ready: Gauge,
+    /// Redis round trips (cluster mode), and the ones that failed.
+    redis_latency: Histogram,
+    redis_errors: Counter,
+    /// Messages nodes published to and received from each other (cluster mode), and dropped.
+    bus_messages: Family<DirectionLabel, Counter>,
+    bus_dropped: Counter,
     /// Sessions of each dialect's listener now open.
     dialect_sessions: Family<DialectLabel, Gauge>,
     /// Messages relayed within each dialect's rooms, by dialect and wire type.
@@ -334,6 +368,49 @@ impl Metrics {
             })
         });
 
+        let cluster_nodes = gauge(
+            r,
+            "cluster_nodes",
+            "Nodes alive in the cluster (cluster mode)",
+        );
+        let cluster_rooms = gauge(
+            r,
+            "cluster_rooms",
+            "Rooms with at least one member on any node (cluster mode)",
+        );
+        let cluster_rooms_ready = gauge(
+            r,
+            "cluster_rooms_ready",
+            "Rooms with two members or more on any node (cluster mode)",
+        );
+        let redis_latency = Histogram::new(REDIS_BUCKETS);
+        r.register_with_unit(
+            "redis_call",
+            "Round trips to Redis in cluster mode, failed ones included",
+            Unit::Seconds,
+            redis_latency.clone(),
+        );
+        let redis_errors = Counter::default();
+        r.register(
+            "redis_errors",
+            "Redis calls that failed or timed out (cluster mode)",
+            redis_errors.clone(),
+        );
+        let bus_messages = Family::<DirectionLabel, Counter>::default();
+        r.register(
+            "bus_messages",
+            "Messages between nodes over Redis pub/sub, by direction (cluster mode)",
+            bus_messages.clone(),
+        );
+        for direction in ["out", "in"] {
+            let _ = bus_messages.get_or_create(&DirectionLabel { direction });
+        }
+        let bus_dropped = Counter::default();
+        r.register(
+            "bus_dropped",
+            "Messages to other nodes dropped because the outgoing queue was full",
+            bus_dropped.clone(),
+        );
         let dialect_sessions = Family::<DialectLabel, Gauge>::default();
         r.register(
             "dialect_sessions",
@@ -411,6 +488,13 @@ impl Metrics {
             dialect_sessions,
             dialect_messages,
             dialect_bytes,
+            cluster_nodes,
+            cluster_rooms,
+            cluster_rooms_ready,
+            redis_latency,
+            redis_errors,
+            bus_messages,
+            bus_dropped,
             refusals,
             ws_closes,
             pairing_wait,
@@ -486,6 +570,27 @@ impl Metrics {
         DialectSession(gauge)
     }
 
+    /// Records one Redis round trip.
+    pub fn redis_call(&self, took: Duration, ok: bool) {
+        self.redis_latency.observe(took.as_secs_f64());
+        if !ok {
+            self.redis_errors.inc();
+        }
+    }
+
+    /// Counts one message between nodes, published (`outgoing`) or received.
+    pub fn bus_message(&self, outgoing: bool) {
+        let direction = if outgoing { "out" } else { "in" };
+        self.bus_messages
+            .get_or_create(&DirectionLabel { direction })
+            .inc();
+    }
+
+    /// Counts a message to other nodes dropped for a full outgoing queue.
+    pub fn bus_dropped(&self) {
+        self.bus_dropped.inc();
+    }
+
     /// Counts one refusal.
     pub fn refused(&self, reason: Refusal) {
         self.refusals[reason as usize].inc();
@@ -549,6 +654,12 @@ impl Metrics {
         self.pendings
             .set(saturating_i64(live.pendings.unwrap_or_default()));
         self.uptime.set(saturating_i64(live.uptime_secs));
+        if let Some(cluster) = live.cluster {
+            self.cluster_nodes.set(saturating_i64(cluster.nodes as u64));
+            self.cluster_rooms.set(saturating_i64(cluster.rooms as u64));
+            self.cluster_rooms_ready
+                .set(saturating_i64(cluster.rooms_ready as u64));
+        }
         if let Some(rss) = super::process::rss_bytes() {
             self.rss.set(saturating_i64(rss));
         }

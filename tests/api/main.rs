@@ -2,6 +2,7 @@
 //! WebSocket connections. One test binary, so the server code is compiled once for all of them.
 
 mod abuse;
+mod cluster;
 mod compose_file;
 mod external;
 mod fuzz;

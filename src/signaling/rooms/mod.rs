@@ -63,6 +63,11 @@ impl RoomKey {
         Self(format!("{space}:{id}").into())
     }
 
+    /// A key as [`RoomKey::as_str`] wrote it (read back from a shared backend).
+    pub fn new_raw(key: &str) -> Self {
+        Self(key.into())
+    }
+
     /// The protocol's space.
     pub fn space(&self) -> &str {
         self.0.split_once(':').map_or("", |(space, _)| space)
@@ -566,6 +571,12 @@ pub trait RoomDirectory: Send + Sync + 'static {
 
     /// The server is stopping: every room ends (story `shutdown`), detached members too.
     fn shut_down(&self);
+
+    /// Counts over every node of a cluster (`None` for a directory of one node, whose
+    /// [`RoomDirectory::counts`] are all there is).
+    fn cluster_counts(&self) -> RoomsFuture<'_, Option<RoomCounts>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
 }
 
 /// Handing messages to sessions, wherever they are.

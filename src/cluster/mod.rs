@@ -1,0 +1,335 @@
+//! Cluster mode: many nodes, one service, on Redis.
+//!
+//! With `REDIS_URL` set, the roles that must be shared across nodes are taken over by Redis-backed
+//! implementations of the same interfaces a single node uses:
+//!
+//! - [`store::RedisStore`]: the pairing store ([`PairingStore`](crate::db::PairingStore)): pending
+//!   codes with native expiry, rooms, accepted codes; every change one Lua script, so it is
+//!   atomic across nodes;
+//! - [`rooms::ClusterRooms`]: the room directory and delivery: membership lives in Redis (one
+//!   Lua script per change), each node keeps a replica of the rooms its own sessions are in, and
+//!   what one node tells another (membership changes, relayed messages) goes over Redis pub/sub
+//!   on one channel per room, in order;
+//! - [`limits`]: the REST and upgrade rates and the guess lock-outs, as Lua scripts over shared
+//!   keys, so N nodes do not multiply an attacker's budget.
+//!
+//! [`Redis`] is the connection every part shares: a command connection and a subscription
+//! connection (RESP3 pushes, resubscribed automatically after a reconnect), both re-established
+//! by themselves, every call bounded by [`COMMAND_TIMEOUT`] so that an unreachable Redis makes
+//! requests fail fast (503) instead of hanging. Nodes announce themselves with a heartbeat key
+//! that expires after `NODE_TTL_SECS`; a node that stops renewing it is reaped by the others.
+//!
+//! Keys are prefixed `sp:`; scripts name keys they compute, so the deployment is one Redis (a
+//! primary, with replicas for failover), not Redis Cluster.
+
+pub mod limits;
+pub mod rooms;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::aio::ConnectionManager;
+use redis::{FromRedisValue, ProtocolVersion, PushInfo};
+use tokio::sync::mpsc;
+
+use crate::telemetry::Metrics;
+
+/// How long one Redis call may take before it counts as a failure: short enough that a request
+/// answers 503 within two seconds when Redis is unreachable, long enough for a loaded Redis.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// How long connecting may take before a call gives up (reconnection goes on in the background).
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// Why a Redis call failed, as callers see it: Redis could not be reached or did not answer in
+/// time, or answered something unreadable.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("redis: {0}")]
+pub struct RedisError(pub String);
+
+/// Shared Redis connections of one node.
+#[derive(Clone)]
+pub struct Redis {
+    commands: ConnectionManager,
+    subscriptions: ConnectionManager,
+    metrics: Arc<Metrics>,
+}
+
+impl Redis {
+    /// Connects to `url` (`redis://` or `rediss://`). `pushes` receives what subscribed channels
+    /// carry, and a disconnection notice when the subscription connection drops.
+    pub async fn connect(
+        url: &str,
+        metrics: Arc<Metrics>,
+        pushes: mpsc::UnboundedSender<PushInfo>,
+    ) -> Result<Self, RedisError> {
+        if url.starts_with("rediss://") {
+            // rustls needs a process-wide crypto provider; installing it twice is harmless.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let client = redis::Client::open(url).map_err(|e| RedisError(e.to_string()))?;
+        let info = client.get_connection_info().clone();
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        let client = redis::Client::open(info.set_redis_settings(settings))
+            .map_err(|e| RedisError(e.to_string()))?;
+        let config = || {
+            redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                .set_response_timeout(Some(COMMAND_TIMEOUT))
+                .set_min_delay(Duration::from_millis(50))
+                .set_max_delay(Duration::from_secs(2))
+        };
+        let commands = tokio::time::timeout(
+            COMMAND_TIMEOUT * 2,
+            client.get_connection_manager_with_config(config()),
+        )
+        .await
+        .map_err(|_| RedisError("connecting timed out".into()))?
+        .map_err(|e| RedisError(e.to_string()))?;
+        let subscriptions = tokio::time::timeout(
+            COMMAND_TIMEOUT * 2,
+            client.get_connection_manager_with_config(
+                config()
+                    .set_push_sender(pushes)
+                    .set_automatic_resubscription(),
+            ),
+        )
+        .await
+        .map_err(|_| RedisError("connecting timed out".into()))?
+        .map_err(|e| RedisError(e.to_string()))?;
+        Ok(Self {
+            commands,
+            subscriptions,
+            metrics,
+        })
+    }
+
+    /// Runs one command or script invocation, bounded in time, counting its latency and errors.
+    pub async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, RedisError> {
+        let mut conn = self.commands.clone();
+        let started = Instant::now();
+        let result = tokio::time::timeout(COMMAND_TIMEOUT, cmd.query_async::<T>(&mut conn)).await;
+        self.metrics
+            .redis_call(started.elapsed(), result.as_ref().is_ok_and(|r| r.is_ok()));
+        match result {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(RedisError(e.to_string())),
+            Err(_) => Err(RedisError("no answer in time".into())),
+        }
+    }
+
+    /// Runs a Lua script (by its digest, loading it when Redis does not know it yet).
+    pub async fn script<T: FromRedisValue>(
+        &self,
+        script: &redis::Script,
+        keys: &[&str],
+        args: &[&str],
+    ) -> Result<T, RedisError> {
+        let mut invocation = script.prepare_invoke();
+        for key in keys {
+            invocation.key(*key);
+        }
+        for arg in args {
+            invocation.arg(*arg);
+        }
+        let mut conn = self.commands.clone();
+        let started = Instant::now();
+        let result =
+            tokio::time::timeout(COMMAND_TIMEOUT, invocation.invoke_async::<T>(&mut conn)).await;
+        self.metrics
+            .redis_call(started.elapsed(), result.as_ref().is_ok_and(|r| r.is_ok()));
+        match result {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(RedisError(e.to_string())),
+            Err(_) => Err(RedisError("no answer in time".into())),
+        }
+    }
+
+    /// Subscribes to a channel; returns once Redis confirmed it.
+    pub async fn subscribe(&self, channel: &str) -> Result<(), RedisError> {
+        let mut conn = self.subscriptions.clone();
+        tokio::time::timeout(COMMAND_TIMEOUT, conn.subscribe(channel))
+            .await
+            .map_err(|_| RedisError("subscribe: no answer in time".into()))?
+            .map_err(|e| RedisError(e.to_string()))
+    }
+
+    /// Unsubscribes from a channel.
+    pub async fn unsubscribe(&self, channel: &str) -> Result<(), RedisError> {
+        let mut conn = self.subscriptions.clone();
+        tokio::time::timeout(COMMAND_TIMEOUT, conn.unsubscribe(channel))
+            .await
+            .map_err(|_| RedisError("unsubscribe: no answer in time".into()))?
+            .map_err(|e| RedisError(e.to_string()))
+    }
+
+    /// Publishes a message on a channel.
+    pub async fn publish(&self, channel: &str, message: &[u8]) -> Result<(), RedisError> {
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(channel).arg(message);
+        self.metrics.bus_message(true);
+        self.query::<i64>(&cmd).await.map(drop)
+    }
+
+    /// A trivial round trip.
+    pub async fn ping(&self) -> Result<(), RedisError> {
+        self.query::<String>(&redis::cmd("PING")).await.map(drop)
+    }
+}
+
+/// What a node in cluster mode is made of.
+pub struct Cluster {
+    /// The shared connections.
+    pub redis: Redis,
+    /// This node's number (the top bits of its session ids) and name.
+    pub node: u16,
+    /// This node's name in logs and metrics.
+    pub name: String,
+    /// The shared pairing store.
+    pub store: store::RedisStore,
+    /// The shared room directory and this node's delivery.
+    pub rooms: rooms::ClusterRooms,
+}
+
+impl Cluster {
+    /// Connects, takes a node number, starts the room directory and the heartbeat.
+    pub async fn start(
+        url: &str,
+        name: Option<String>,
+        ttl: Duration,
+        metrics: Arc<Metrics>,
+        resume: crate::signaling::rooms::ResumeLimits,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Result<Self, RedisError> {
+        let (pushes, received) = mpsc::unbounded_channel();
+        let redis = Redis::connect(url, metrics.clone(), pushes).await?;
+        let seq: u64 = redis.query(redis::cmd("INCR").arg("sp:node:seq")).await?;
+        // 0 is a lone node's number; numbers come back after 65,535 starts.
+        let node = ((seq - 1) % u64::from(u16::MAX)) as u16 + 1;
+        let name = name.unwrap_or_else(|| format!("node-{:08x}", rand::random::<u32>()));
+        let delivery = Arc::new(crate::signaling::rooms::LocalDelivery::new(node));
+        let rooms = rooms::ClusterRooms::start(
+            redis.clone(),
+            node,
+            delivery,
+            metrics,
+            resume,
+            received,
+            shutdown.clone(),
+        )
+        .await?;
+        let registry = Registry {
+            redis: redis.clone(),
+            node,
+            name: name.clone(),
+            ttl,
+            rooms: rooms.clone(),
+        };
+        registry.beat().await?;
+        tokio::spawn(registry.run(shutdown));
+        log::info!("cluster mode: node {name} (number {node})");
+        Ok(Self {
+            store: store::RedisStore::new(redis.clone()),
+            redis,
+            node,
+            name,
+            rooms,
+        })
+    }
+
+    /// Nodes alive now.
+    pub async fn nodes(&self) -> Result<usize, RedisError> {
+        self.redis.query(redis::cmd("SCARD").arg("sp:nodes")).await
+    }
+}
+
+/// Keeps this node's heartbeat, and reaps nodes whose heartbeat stopped.
+struct Registry {
+    redis: Redis,
+    node: u16,
+    name: String,
+    ttl: Duration,
+    rooms: rooms::ClusterRooms,
+}
+
+impl Registry {
+    /// Renews this node's heartbeat.
+    async fn beat(&self) -> Result<(), RedisError> {
+        let mut set = redis::cmd("SET");
+        set.arg(format!("sp:node:{}:alive", self.node))
+            .arg(&self.name)
+            .arg("PX")
+            .arg(self.ttl.as_millis() as u64);
+        self.redis.query::<()>(&set).await?;
+        self.redis
+            .query::<i64>(redis::cmd("SADD").arg("sp:nodes").arg(self.node))
+            .await
+            .map(drop)
+    }
+
+    /// Beats every third of the TTL and reaps dead nodes, until shutdown; then leaves.
+    async fn run(self, shutdown: tokio_util::sync::CancellationToken) {
+        let mut ticker = tokio::time::interval(self.ttl / 3);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.cancelled() => break,
+            }
+            if let Err(e) = self.beat().await {
+                log::warn!("cluster: heartbeat failed: {e}");
+                continue;
+            }
+            if let Err(e) = self.reap().await {
+                log::warn!("cluster: reaping dead nodes failed: {e}");
+            }
+        }
+        // A clean stop: the sessions have left their rooms; say this node is gone.
+        let _ = self
+            .redis
+            .query::<i64>(redis::cmd("DEL").arg(format!("sp:node:{}:alive", self.node)))
+            .await;
+        let _ = self
+            .redis
+            .query::<i64>(redis::cmd("SREM").arg("sp:nodes").arg(self.node))
+            .await;
+    }
+
+    /// Takes the members of every node whose heartbeat expired out of their rooms (one node
+    /// does it, under a short lock).
+    async fn reap(&self) -> Result<(), RedisError> {
+        let nodes: Vec<u16> = self
+            .redis
+            .query(redis::cmd("SMEMBERS").arg("sp:nodes"))
+            .await?;
+        for dead in nodes.into_iter().filter(|n| *n != self.node) {
+            let alive: bool = self
+                .redis
+                .query(redis::cmd("EXISTS").arg(format!("sp:node:{dead}:alive")))
+                .await?;
+            if alive {
+                continue;
+            }
+            let mut lock = redis::cmd("SET");
+            lock.arg(format!("sp:reap:{dead}"))
+                .arg(self.node)
+                .arg("NX")
+                .arg("PX")
+                .arg(self.ttl.as_millis() as u64);
+            let locked: Option<String> = self.redis.query(&lock).await?;
+            if locked.is_none() {
+                continue;
+            }
+            let members = self.rooms.reap(dead).await?;
+            self.redis
+                .query::<i64>(redis::cmd("SREM").arg("sp:nodes").arg(dead))
+                .await?;
+            log::warn!("cluster: node {dead} stopped beating; {members} member(s) taken out");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,383 @@
+//! Cluster mode (issue 13): several nodes on one private Redis behave as one service.
+//!
+//! Each test starts its own `redis-server` on a free loopback port in a temp directory (never
+//! the machine's shared one), and two or three nodes on it, in this process (or as separate
+//! processes where a node must be killed). Without `redis-server` they are skipped with a
+//! printed reason, and fail when `SIGNALPOST_REQUIRE_ALL=1`.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::external::{free_port, program, require_program};
+use crate::helpers::{TestApp, WsClient, spawn_app_with};
+
+/// A private Redis for one test: AOF with `appendfsync always`, as the compose file runs it.
+pub struct PrivateRedis {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl PrivateRedis {
+    /// Starts one, or `None` (a printed skip) without `redis-server`.
+    pub fn start() -> Option<Self> {
+        if !require_program("redis-server") {
+            return None;
+        }
+        let mut redis = Self {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        redis.spawn();
+        Some(redis)
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(program("redis-server"))
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                self.dir.path().to_str().unwrap(),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `redis://127.0.0.1:<port>/0`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// SIGKILL: no shutdown save, only what the AOF already holds survives.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and directory (replaying its AOF).
+    #[allow(dead_code)]
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// The directory it keeps its files in.
+    #[allow(dead_code)]
+    pub fn dir(&self) -> PathBuf {
+        self.dir.path().to_owned()
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A node of the cluster on `redis`, in this process.
+async fn node(
+    redis: &PrivateRedis,
+    name: &str,
+    adjust: impl FnOnce(&mut signalpost::Config),
+) -> TestApp {
+    let url = redis.url();
+    let name = name.to_owned();
+    spawn_app_with(move |c| {
+        c.redis_url = Some(url.parse().unwrap());
+        c.node_id = Some(name);
+        c.node_ttl_secs = 2;
+        adjust(c);
+    })
+    .await
+}
+
+async fn nodes(redis: &PrivateRedis, n: usize) -> Vec<TestApp> {
+    let mut all = Vec::new();
+    for i in 0..n {
+        all.push(node(redis, &format!("n{i}"), |_| {}).await);
+    }
+    all
+}
+
+async fn join_with(client: &mut WsClient, body: Value) {
+    let mut message = json!({"type": "join_room"});
+    message
+        .as_object_mut()
+        .unwrap()
+        .extend(body.as_object().unwrap().clone());
+    client.send_json(&message).await;
+}
+
+#[tokio::test]
+async fn a_code_created_on_one_node_is_checked_and_accepted_on_others() {
+    let Some(redis) = PrivateRedis::start() else {
+        return;
+    };
+    let n = nodes(&redis, 3).await;
+    let code = n[0].create_code("device-a").await;
+    let check = json!({"joinid": code, "client1": "device-a"});
+    assert_eq!(n[1].post_json("/api/rooms/check", &check).await.status, 204);
+    let accepted = n[2]
+        .post_json(
+            "/api/rooms/accept",
+            &json!({"joinid": code, "client2": "device-b"}),
+        )
+        .await;
+    assert_eq!(accepted.status, 200, "{}", accepted.body);
+    let roomid = accepted.json()["roomid"].as_str().unwrap().to_owned();
+    let checked = n[0].post_json("/api/rooms/check", &check).await;
+    assert_eq!(checked.json()["roomid"], roomid.as_str());
+    let room = n[1].get(&format!("/api/rooms?roomid={roomid}")).await;
+    assert_eq!(
+        room.json(),
+        json!({"roomid": roomid, "client1": "device-a", "client2": "device-b",
+               "capacity": 2, "members": ["device-a", "device-b"]})
+    );
+    // Deleting on one node is seen by all.
+    let deleted = n[2]
+        .send(n[2].request("DELETE", &format!("/api/rooms?roomid={roomid}")))
+        .await;
+    assert_eq!(deleted.json()["deleted"], 1);
+    assert_eq!(n[0].post_json("/api/rooms/check", &check).await.status, 404);
+    assert_eq!(
+        n[1].get(&format!("/api/rooms?roomid={roomid}"))
+            .await
+            .status,
+        404
+    );
+}
+
+#[tokio::test]
+async fn of_fifty_concurrent_accepts_over_three_nodes_exactly_one_wins() {
+    let Some(redis) = PrivateRedis::start() else {
+        return;
+    };
+    let n = nodes(&redis, 3).await;
+    let code = n[0].create_code("creator").await;
+    let bodies: Vec<Value> = (0..50)
+        .map(|i| json!({"joinid": code, "client2": format!("guest-{i}")}))
+        .collect();
+    let accepts = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, body)| n[i % 3].post_json("/api/rooms/accept", body));
+    let replies = futures_util::future::join_all(accepts).await;
+    let won: Vec<_> = replies.iter().filter(|r| r.status == 200).collect();
+    let lost = replies.iter().filter(|r| r.status == 409).count();
+    assert_eq!(
+        (won.len(), lost),
+        (1, 49),
+        "{:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn the_guess_limit_is_shared_by_every_node() {
+    let Some(redis) = PrivateRedis::start() else {
+        return;
+    };
+    let limit = |c: &mut signalpost::Config| c.limits.guess_limit = 3;
+    let a = node(&redis, "a", limit).await;
+    let b = node(&redis, "b", limit).await;
+    let guess = |n: usize| json!({"joinid": format!("nope{n}"), "client2": "x"});
+    assert_eq!(
+        a.post_json("/api/rooms/accept", &guess(1)).await.status,
+        404
+    );
+    assert_eq!(
+        b.post_json("/api/rooms/accept", &guess(2)).await.status,
+        404
+    );
+    assert_eq!(
+        a.post_json("/api/rooms/accept", &guess(3)).await.status,
+        404
+    );
+    for node in [&a, &b] {
+        let reply = node.post_json("/api/rooms/accept", &guess(4)).await;
+        assert_eq!(reply.status, 429, "{}", reply.body);
+    }
+}
+
+#[tokio::test]
+async fn two_members_on_different_nodes_pair_relay_and_part() {
+    let Some(redis) = PrivateRedis::start() else {
+        return;
+    };
+    let n = nodes(&redis, 2).await;
+    let mut a = n[0].connect_ws().await;
+    let mut b = n[1].connect_ws().await;
+    a.join("across").await;
+    assert_eq!(a.expect("room_joined").await["userCount"], 1);
+    b.join("across").await;
+    let joined = b.expect("room_joined").await;
+    assert_eq!(joined["peers"], json!([a.client_id]));
+    assert_eq!(b.expect("room_ready").await["isInitiator"], false);
+    assert_eq!(a.expect("room_ready").await["isInitiator"], true);
+    a.send_json(&json!({"type": "webrtc_offer", "sdp": "v=0 offer"}))
+        .await;
+    assert_eq!(
+        b.recv().await,
+        json!({"type":"webrtc_offer","from":a.client_id,"roomId":"across","sdp":"v=0 offer"})
+    );
+    b.send_json(&json!({"type": "webrtc_answer", "sdp": "v=0 answer"}))
+        .await;
+    assert_eq!(
+        a.expect("webrtc_answer").await["from"],
+        b.client_id.as_str()
+    );
+    for i in 0..50 {
+        a.send_json(&json!({"type": "ice_candidate", "candidate": {"n": i}}))
+            .await;
+    }
+    for i in 0..50 {
+        assert_eq!(b.expect("ice_candidate").await["candidate"]["n"], i);
+    }
+    b.send_json(&json!({"type": "leave_room"})).await;
+    b.expect("left_room").await;
+    assert_eq!(a.expect("peer_left").await["peerId"], b.client_id.as_str());
+    // A third client on the second node takes the free place; then disconnects.
+    let mut c = n[1].connect_ws().await;
+    c.join("across").await;
+    c.expect("room_joined").await;
+    c.expect("room_ready").await;
+    a.expect("room_ready").await;
+    let c_id = c.client_id.clone();
+    drop(c);
+    assert_eq!(a.expect("peer_disconnected").await["peerId"], c_id.as_str());
+}
+
+#[tokio::test]
+async fn a_room_of_three_over_three_nodes_keeps_capacity_addressing_and_order() {
+    let Some(redis) = PrivateRedis::start() else {
+        return;
+    };
+    let n = nodes(&redis, 3).await;
+    let mut members = Vec::new();
+    for (i, node) in n.iter().enumerate() {
+        let mut c = node.connect_ws().await;
+        join_with(&mut c, json!({"roomId": "trio", "capacity": 3})).await;
+        let joined = c.expect("room_joined").await;
+        assert_eq!(
+            (joined["userCount"].as_u64(), joined["capacity"].as_u64()),
+            (Some(i as u64 + 1), Some(3))
+        );
+        for earlier in members.iter_mut() {
+            let c_id: &str = &c.client_id;
+            let seen: Value = WsClient::expect(earlier, "peer_joined").await;
+            assert_eq!(seen["peerId"], c_id);
+        }
+        members.push(c);
+    }
+    let mut fourth = n[0].connect_ws().await;
+    fourth.join("trio").await;
+    assert_eq!(
+        fourth.expect("room_full").await["error"],
+        "Room is full (max 3 users)"
+    );
+    let (a, c) = (members[0].client_id.clone(), members[2].client_id.clone());
+    members[0]
+        .send_json(&json!({"type": "message", "data": "to c", "to": c}))
+        .await;
+    let got = members[2].expect("message").await;
+    assert_eq!(
+        (got["from"].as_str(), got["to"].as_str()),
+        (Some(a.as_str()), Some(c.as_str()))
+    );
+    members[1].expect_silence().await;
+    for i in 0..100 {
+        members[0]
+            .send_json(&json!({"type": "message", "data": i}))
+            .await;
+    }
+    for m in &mut members[1..] {
+        for i in 0..100 {
+            assert_eq!(m.expect("message").await["data"], i);
+        }
+        m.expect_silence().await;
+    }
+    let gone = members.remove(1);
+    let gone_id = gone.client_id.clone();
+    drop(gone);
+    for m in &mut members {
+        assert_eq!(
+            m.expect("peer_disconnected").await["peerId"],
+            gone_id.as_str()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_dropped_member_resumes_on_another_node_with_its_kept_messages() {
+    let Some(redis) = PrivateRedis::start() else {
+        return;
+    };
+    let n = nodes(&redis, 2).await;
+    let url = format!("ws://{}/ws", n[0].addr);
+    let (stream, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let mut a = WsClient {
+        stream,
+        client_id: String::new(),
+    };
+    let hello = a.expect("connected").await;
+    a.client_id = hello["clientId"].as_str().unwrap().to_owned();
+    let token = hello["resumeToken"].as_str().unwrap().to_owned();
+    join_with(&mut a, json!({"roomId": "roam", "resumable": true})).await;
+    a.expect("room_joined").await;
+    let mut b = n[1].connect_ws().await;
+    b.join("roam").await;
+    b.expect("room_joined").await;
+    b.expect("room_ready").await;
+    a.expect("room_ready").await;
+    let a_id = a.client_id.clone();
+    drop(a.stream);
+    assert_eq!(b.expect("peer_disconnected").await["resumable"], true);
+    for i in 0..3 {
+        b.send_json(&json!({"type": "message", "data": i})).await;
+    }
+    // Once B's pong is back, its three messages have been handled (a session handles its
+    // messages in order).
+    b.send_json(&json!({"type": "ping"})).await;
+    b.expect("pong").await;
+    // Comes back through the other node.
+    let mut back = n[1].connect_ws().await;
+    back.send_json(&json!({"type": "resume", "token": token}))
+        .await;
+    let resumed = back.expect("resumed").await;
+    assert_eq!(
+        (resumed["peerId"].as_str(), resumed["missed"].as_u64()),
+        (Some(a_id.as_str()), Some(3))
+    );
+    for i in 0..3 {
+        assert_eq!(back.expect("message").await["data"], i);
+    }
+    assert_eq!(b.expect("peer_reconnected").await["peerId"], a_id.as_str());
+    back.send_json(&json!({"type": "message", "data": "back"}))
+        .await;
+    assert_eq!(b.expect("message").await["from"], a_id.as_str());
+}
