@@ -381,3 +381,152 @@ async fn a_dropped_member_resumes_on_another_node_with_its_kept_messages() {
         .await;
     assert_eq!(b.expect("message").await["from"], a_id.as_str());
 }
+
+#[tokio::test]
+async fn a_killed_node_is_noticed_within_the_ttl_and_its_members_leave() {
+    let Some(redis) = PrivateRedis::start() else {
+        return;
+    };
+    let url = redis.url();
+    let (mut child, addr) = crate::helpers::start_binary(&[
+        ("REDIS_URL", url.as_str()),
+        ("NODE_ID", "doomed"),
+        ("NODE_TTL_SECS", "2"),
+        ("WS_UPGRADE_RATE_PER_MIN", "1000000"),
+    ]);
+    let survivor = node(&redis, "survivor", |_| {}).await;
+    let (stream, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .unwrap();
+    let mut doomed = WsClient {
+        stream,
+        client_id: String::new(),
+    };
+    doomed.client_id = doomed.expect("connected").await["clientId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    doomed.join("lifeboat").await;
+    doomed.expect("room_joined").await;
+    let mut peer = survivor.connect_ws().await;
+    peer.join("lifeboat").await;
+    peer.expect("room_joined").await;
+    peer.expect("room_ready").await;
+    let killed = Instant::now();
+    child.kill().unwrap();
+    let _ = child.wait();
+    let gone = peer.expect("peer_disconnected").await;
+    assert_eq!(gone["peerId"], doomed.client_id.as_str());
+    // The TTL plus one beat of the reaper, with room for a loaded machine.
+    assert!(
+        killed.elapsed() < Duration::from_secs(6),
+        "noticed after {:?}",
+        killed.elapsed()
+    );
+    // Its place is free again, and its stale state is gone.
+    let mut next = survivor.connect_ws().await;
+    next.join("lifeboat").await;
+    assert_eq!(next.expect("room_joined").await["userCount"], 2);
+    let stats = survivor.get("/stats").await.json();
+    assert_eq!(stats["cluster"]["nodes"], 1, "{stats}");
+}
+
+#[tokio::test]
+async fn with_redis_down_rest_answers_503_fast_local_relaying_goes_on_and_all_recovers() {
+    let Some(mut redis) = PrivateRedis::start() else {
+        return;
+    };
+    let n = nodes(&redis, 2).await;
+    // Pairings acknowledged before the outage.
+    let mut acknowledged = Vec::new();
+    for i in 0..5 {
+        let code = n[i % 2].create_code(&format!("a{i}")).await;
+        let accepted = n[(i + 1) % 2]
+            .post_json(
+                "/api/rooms/accept",
+                &json!({"joinid": code, "client2": format!("b{i}")}),
+            )
+            .await;
+        assert_eq!(accepted.status, 200);
+        acknowledged.push((code, format!("a{i}"), accepted.json()["roomid"].clone()));
+    }
+    let mut a = n[0].connect_ws().await;
+    let mut b = n[0].connect_ws().await;
+    a.join("local").await;
+    a.expect("room_joined").await;
+    b.join("local").await;
+    b.expect("room_joined").await;
+    b.expect("room_ready").await;
+    a.expect("room_ready").await;
+
+    redis.kill();
+    let started = Instant::now();
+    let reply = n[0]
+        .post_json(
+            "/api/rooms",
+            &json!({"client1": "x", "expiresInSeconds": 60}),
+        )
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        (reply.status, reply.error()),
+        (503, "store_unavailable".to_owned())
+    );
+    let health = n[1].get("/health").await;
+    assert_eq!(health.status, 503);
+    assert_eq!(health.json()["store"], "redis");
+    // Members on one node keep relaying.
+    for i in 0..10 {
+        a.send_json(&json!({"type": "message", "data": i})).await;
+        assert_eq!(b.expect("message").await["data"], i);
+    }
+
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while n[0].get("/health").await.status != 200 || n[1].get("/health").await.status != 200 {
+        assert!(Instant::now() < deadline, "never healthy again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Nothing acknowledged was lost (AOF, appendfsync always).
+    for (code, client1, roomid) in &acknowledged {
+        let checked = n[1]
+            .post_json(
+                "/api/rooms/check",
+                &json!({"joinid": code, "client1": client1}),
+            )
+            .await;
+        assert_eq!(checked.json()["roomid"], *roomid);
+    }
+    // And the cluster works again across nodes: a member of the old room is still known, and
+    // new rooms span nodes.
+    let mut c = n[1].connect_ws().await;
+    let mut d = n[0].connect_ws().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        c.join("after").await;
+        let m = c.recv().await;
+        if m["type"] == "room_joined" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "joins never work again: {m}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    d.join("after").await;
+    d.expect("room_joined").await;
+    d.expect("room_ready").await;
+    c.expect("room_ready").await;
+    c.send_json(&json!({"type": "message", "data": "across again"}))
+        .await;
+    assert_eq!(d.expect("message").await["data"], "across again");
+    let mut late = n[1].connect_ws().await;
+    late.join("local").await;
+    assert_eq!(
+        late.expect("room_full").await["error"],
+        "Room is full (max 2 users)",
+        "the members of node 0 were registered again"
+    );
+}
