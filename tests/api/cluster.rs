@@ -530,3 +530,74 @@ async fn with_redis_down_rest_answers_503_fast_local_relaying_goes_on_and_all_re
         "the members of node 0 were registered again"
     );
 }
+
+async fn joined_as(app: &TestApp, room: &str, device: &str) -> WsClient {
+    let mut c = app.connect_ws().await;
+    join_with(&mut c, json!({"roomId": room, "deviceId": device})).await;
+    c.expect("room_joined").await;
+    c
+}
+
+#[tokio::test]
+async fn deleting_or_purging_on_a_third_node_closes_the_room_on_every_node() {
+    let Some(redis) = PrivateRedis::start() else { return };
+    let n = nodes(&redis, 3).await;
+
+    let roomid = n[0].pair("devA", "devB").await;
+    let mut a = joined_as(&n[0], &roomid, "devA").await;
+    let mut b = joined_as(&n[1], &roomid, "devB").await;
+    a.expect("room_ready").await;
+    b.expect("room_ready").await;
+    let reply = n[2]
+        .send(n[2].request("DELETE", &format!("/api/rooms?roomid={roomid}")))
+        .await;
+    assert_eq!(reply.json()["deleted"], 1);
+    for c in [&mut a, &mut b] {
+        assert_eq!(c.recv().await, json!({"type": "room_closed", "roomId": roomid}));
+    }
+    let mut again = n[1].connect_ws().await;
+    join_with(&mut again, json!({"roomId": roomid, "deviceId": "devB"})).await;
+    assert_eq!(
+        again.recv().await,
+        json!({"type": "room_closed", "roomId": roomid}),
+        "a deleted room stays dead on every node"
+    );
+
+    let roomid = n[1].pair("devC", "devD").await;
+    let mut c = joined_as(&n[0], &roomid, "devC").await;
+    let mut d = joined_as(&n[1], &roomid, "devD").await;
+    c.expect("room_ready").await;
+    d.expect("room_ready").await;
+    let reply = n[2]
+        .post_json("/api/user/purge", &json!({"deviceId": "devC"}))
+        .await;
+    assert_eq!(reply.json()["roomsDeleted"], 1);
+    assert_eq!(c.recv().await, json!({"type": "room_closed", "roomId": roomid}));
+    assert!(c.expect_close().await.is_some(), "the purged device's socket is closed");
+    assert_eq!(d.recv().await, json!({"type": "room_closed", "roomId": roomid}));
+    d.send_json(&json!({"type": "ping"})).await;
+    d.expect("pong").await;
+}
+
+#[tokio::test]
+async fn the_rest_rate_limit_is_shared_by_every_node() {
+    let Some(redis) = PrivateRedis::start() else { return };
+    let mut n = Vec::new();
+    for i in 0..3 {
+        n.push(
+            node(&redis, &format!("n{i}"), |c| {
+                c.limits.rest_burst = 6;
+                c.limits.rest_rate_per_min = 1;
+            })
+            .await,
+        );
+    }
+    // Spread over three nodes, the burst is still six requests in all.
+    for i in 0..6 {
+        assert_eq!(n[i % 3].get("/api/rooms?roomid=x").await.status, 404, "request {i}");
+    }
+    for node in &n {
+        let reply = node.get("/api/rooms?roomid=x").await;
+        assert_eq!(reply.status, 429, "{}", reply.body);
+    }
+}
