@@ -193,17 +193,23 @@ pub struct Cluster {
     pub store: store::RedisStore,
     /// The shared room directory and this node's delivery.
     pub rooms: rooms::ClusterRooms,
+    /// Ends once the node has said goodbye after `stop` (see [`Cluster::start`]).
+    pub stopped: tokio::task::JoinHandle<()>,
 }
 
 impl Cluster {
     /// Connects, takes a node number, starts the room directory and the heartbeat.
+    ///
+    /// Cancel `stop` once the node's sessions have ended: the node then takes any member it
+    /// still has out of their rooms, leaves the node set, sends what is queued for the other
+    /// nodes, and [`Cluster::stopped`] ends.
     pub async fn start(
         url: &str,
         name: Option<String>,
         ttl: Duration,
         metrics: Arc<Metrics>,
         resume: crate::signaling::rooms::ResumeLimits,
-        shutdown: tokio_util::sync::CancellationToken,
+        stop: tokio_util::sync::CancellationToken,
     ) -> Result<Self, RedisError> {
         let (pushes, received) = mpsc::unbounded_channel();
         let redis = Redis::connect(url, metrics.clone(), pushes).await?;
@@ -212,14 +218,15 @@ impl Cluster {
         let node = ((seq - 1) % u64::from(u16::MAX)) as u16 + 1;
         let name = name.unwrap_or_else(|| format!("node-{:08x}", rand::random::<u32>()));
         let delivery = Arc::new(crate::signaling::rooms::LocalDelivery::new(node));
-        let rooms = rooms::ClusterRooms::start(
+        let tasks = tokio_util::sync::CancellationToken::new();
+        let (rooms, publisher) = rooms::ClusterRooms::start(
             redis.clone(),
             node,
             delivery,
             metrics,
             resume,
             received,
-            shutdown.clone(),
+            tasks.clone(),
         )
         .await?;
         let registry = Registry {
@@ -230,7 +237,11 @@ impl Cluster {
             rooms: rooms.clone(),
         };
         registry.beat().await?;
-        tokio::spawn(registry.run(shutdown));
+        let stopped = tokio::spawn(async move {
+            registry.run(stop).await;
+            tasks.cancel();
+            let _ = publisher.await;
+        });
         log::info!("cluster mode: node {name} (number {node})");
         Ok(Self {
             store: store::RedisStore::new(redis.clone()),
@@ -238,6 +249,7 @@ impl Cluster {
             node,
             name,
             rooms,
+            stopped,
         })
     }
 
@@ -288,7 +300,13 @@ impl Registry {
                 log::warn!("cluster: reaping dead nodes failed: {e}");
             }
         }
-        // A clean stop: the sessions have left their rooms; say this node is gone.
+        // A clean stop: the sessions have left their rooms (any left behind, e.g. by a session
+        // still open after the grace period, are taken out now); say this node is gone.
+        match self.rooms.reap(self.node).await {
+            Ok(0) => {}
+            Ok(n) => log::info!("cluster: {n} member(s) still here at the stop taken out"),
+            Err(e) => log::warn!("cluster: taking this node's members out at the stop: {e}"),
+        }
         let _ = self
             .redis
             .query::<i64>(redis::cmd("DEL").arg(format!("sp:node:{}:alive", self.node)))

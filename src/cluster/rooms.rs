@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use redis::{PushInfo, PushKind};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{Redis, RedisError};
@@ -48,6 +49,9 @@ const OUTGOING_QUEUE: usize = 65_536;
 
 /// How long a replica waits for a missing change before it reads the room from Redis.
 const GAP_WAIT: Duration = Duration::from_millis(500);
+
+/// How long a stopping node keeps publishing what is already queued for other nodes.
+const DRAIN_WAIT: Duration = Duration::from_secs(2);
 
 /// How long a resume waits for this node's frames still on their way to the member's keep.
 const KEEP_FLUSH_WAIT: Duration = Duration::from_millis(500);
@@ -282,7 +286,8 @@ impl From<RedisError> for Unavailable {
 impl ClusterRooms {
     /// The directory of node `node`, delivering to its own sessions through `delivery`. Spawns
     /// its background tasks (the publisher, the bus listener, the janitor), which stop with
-    /// `shutdown`.
+    /// `shutdown`; the publisher first sends what is already queued, and its handle is returned
+    /// so the node can wait for that.
     pub async fn start(
         redis: Redis,
         node: u16,
@@ -291,7 +296,7 @@ impl ClusterRooms {
         resume: ResumeLimits,
         pushes: mpsc::UnboundedReceiver<PushInfo>,
         shutdown: CancellationToken,
-    ) -> Result<Self, RedisError> {
+    ) -> Result<(Self, JoinHandle<()>), RedisError> {
         let (outgoing, queue) = mpsc::channel(OUTGOING_QUEUE);
         let epoch = redis
             .query::<Option<u64>>(redis::cmd("GET").arg("sp:epoch"))
@@ -311,10 +316,10 @@ impl ClusterRooms {
             shutting_down: AtomicBool::new(false),
             degraded: AtomicBool::new(false),
         });
-        tokio::spawn(publish_all(inner.clone(), queue, shutdown.clone()));
+        let publisher = tokio::spawn(publish_all(inner.clone(), queue, shutdown.clone()));
         tokio::spawn(listen(inner.clone(), pushes, shutdown.clone()));
         tokio::spawn(janitor(inner.clone(), shutdown));
-        Ok(Self { inner })
+        Ok((Self { inner }, publisher))
     }
 
     /// Removes the members of a node that stopped renewing its heartbeat (called by the node
@@ -936,47 +941,61 @@ async fn publish_all(
 ) {
     loop {
         let op = tokio::select! {
+            biased;
             op = queue.recv() => op,
             _ = shutdown.cancelled() => None,
         };
         let Some(op) = op else { break };
-        match op {
-            Outgoing::Publish { channel, message } => {
-                if let Err(e) = inner.redis.publish(&channel, message.as_bytes()).await {
-                    log::debug!("cluster: publish failed: {e}");
-                }
+        send_out(&inner, op).await;
+    }
+    // Stopping: what the node's last sessions said on their way out still goes to the others,
+    // for at most DRAIN_WAIT (Redis may be gone).
+    let deadline = Instant::now() + DRAIN_WAIT;
+    while Instant::now() < deadline
+        && let Ok(op) = queue.try_recv()
+    {
+        send_out(&inner, op).await;
+    }
+}
+
+/// Publishes one message, or keeps one frame for a detached member.
+async fn send_out(inner: &Arc<Inner>, op: Outgoing) {
+    match op {
+        Outgoing::Publish { channel, message } => {
+            if let Err(e) = inner.redis.publish(&channel, message.as_bytes()).await {
+                log::debug!("cluster: publish failed: {e}");
             }
-            Outgoing::Keep { key, peer, frame } => {
-                let limits = inner.resume;
-                let answer = inner
-                    .redis
-                    .script::<String>(
-                        &KEEP,
-                        &[],
-                        &[
-                            key.as_str(),
-                            &peer,
-                            &frame,
-                            &limits.messages.to_string(),
-                            &limits.bytes.to_string(),
-                        ],
-                    )
-                    .await;
-                match answer {
-                    Ok(answer) if answer.starts_with("{\"deliver\"") => {
-                        inner.deliver_resumed(&key, &peer, &answer, frame);
-                    }
-                    Ok(state) if !state.is_empty() => inner.announce(state),
-                    Ok(_) => {}
-                    Err(e) => log::debug!("cluster: a message for a detached member was lost: {e}"),
+        }
+        Outgoing::Keep { key, peer, frame } => {
+            let limits = inner.resume;
+            let answer = inner
+                .redis
+                .script::<String>(
+                    &KEEP,
+                    &[],
+                    &[
+                        key.as_str(),
+                        &peer,
+                        &frame,
+                        &limits.messages.to_string(),
+                        &limits.bytes.to_string(),
+                    ],
+                )
+                .await;
+            match answer {
+                Ok(answer) if answer.starts_with("{\"deliver\"") => {
+                    inner.deliver_resumed(&key, &peer, &answer, frame);
                 }
-                let mut state = inner.state.lock().unwrap();
-                let slot = (key.clone(), peer.clone());
-                if let Some(n) = state.keeping.get_mut(&slot) {
-                    *n -= 1;
-                    if *n == 0 {
-                        state.keeping.remove(&slot);
-                    }
+                Ok(state) if !state.is_empty() => inner.announce(state),
+                Ok(_) => {}
+                Err(e) => log::debug!("cluster: a message for a detached member was lost: {e}"),
+            }
+            let mut state = inner.state.lock().unwrap();
+            let slot = (key.clone(), peer.clone());
+            if let Some(n) = state.keeping.get_mut(&slot) {
+                *n -= 1;
+                if *n == 0 {
+                    state.keeping.remove(&slot);
                 }
             }
         }

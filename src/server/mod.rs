@@ -70,6 +70,9 @@ pub struct Server {
     listening: listener::ListenerContext,
     /// The sweeper and the WAL checkpointer, which stop with the server.
     background: Vec<JoinHandle<()>>,
+    /// Stops the backends' own tasks (cluster mode: the heartbeat and the publisher to other
+    /// nodes) once every session has ended, so the last departures still reach other nodes.
+    backends_stop: CancellationToken,
 }
 
 impl Server {
@@ -83,6 +86,8 @@ impl Server {
         }
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
+        let backends_stop = CancellationToken::new();
+        let mut background = Vec::new();
         let metrics = Arc::new(Metrics::new());
         let resume = ResumeLimits::from_config(&config);
         let mut limits = Limiters::from_config(&config);
@@ -100,7 +105,7 @@ impl Server {
                     Duration::from_secs(config.node_ttl_secs),
                     metrics.clone(),
                     resume,
-                    shutdown.clone(),
+                    backends_stop.clone(),
                 )
                 .await
                 .map_err(StartError::Redis)?;
@@ -124,6 +129,7 @@ impl Server {
                     redis: cluster.redis.clone(),
                     rooms: cluster.rooms.clone(),
                 };
+                background.push(cluster.stopped);
                 Backends {
                     store: Some(Arc::new(cluster.store) as Store),
                     rooms: Arc::new(cluster.rooms.clone()),
@@ -163,7 +169,6 @@ impl Server {
             limits: limits.clone(),
             metrics: metrics.clone(),
         }));
-        let mut background = Vec::new();
         if let Some(store) = &store {
             background.push(tokio::spawn(sweeper::run(
                 store.clone(),
@@ -203,6 +208,7 @@ impl Server {
             dialects,
             listening,
             background,
+            backends_stop,
         })
     }
 
@@ -250,6 +256,7 @@ impl Server {
         {
             log::warn!("in-flight requests still running after {grace:?}; exiting anyway");
         }
+        self.backends_stop.cancel();
         for task in self.background {
             let _ = task.await;
         }
