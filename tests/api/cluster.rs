@@ -14,7 +14,8 @@ use serde_json::{Value, json};
 use crate::external::{free_port, program, require_program};
 use crate::helpers::{TestApp, WsClient, spawn_app_with};
 
-/// A private Redis for one test: AOF with `appendfsync always`, as the compose file runs it.
+/// A private Redis for one test, with the settings `docker-compose.cluster.yml` gives its
+/// Redis (AOF, `appendfsync always`): the durability tests hold for the shipped setup.
 pub struct PrivateRedis {
     child: Option<Child>,
     pub port: u16,
@@ -45,15 +46,10 @@ impl PrivateRedis {
                 "127.0.0.1",
                 "--dir",
                 self.dir.path().to_str().unwrap(),
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--save",
-                "",
                 "--daemonize",
                 "no",
             ])
+            .args(crate::compose_file::cluster_redis_args())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -100,7 +96,7 @@ impl Drop for PrivateRedis {
 }
 
 /// A node of the cluster on `redis`, in this process.
-async fn node(
+pub async fn node(
     redis: &PrivateRedis,
     name: &str,
     adjust: impl FnOnce(&mut signalpost::Config),
@@ -540,7 +536,9 @@ async fn joined_as(app: &TestApp, room: &str, device: &str) -> WsClient {
 
 #[tokio::test]
 async fn deleting_or_purging_on_a_third_node_closes_the_room_on_every_node() {
-    let Some(redis) = PrivateRedis::start() else { return };
+    let Some(redis) = PrivateRedis::start() else {
+        return;
+    };
     let n = nodes(&redis, 3).await;
 
     let roomid = n[0].pair("devA", "devB").await;
@@ -553,7 +551,10 @@ async fn deleting_or_purging_on_a_third_node_closes_the_room_on_every_node() {
         .await;
     assert_eq!(reply.json()["deleted"], 1);
     for c in [&mut a, &mut b] {
-        assert_eq!(c.recv().await, json!({"type": "room_closed", "roomId": roomid}));
+        assert_eq!(
+            c.recv().await,
+            json!({"type": "room_closed", "roomId": roomid})
+        );
     }
     let mut again = n[1].connect_ws().await;
     join_with(&mut again, json!({"roomId": roomid, "deviceId": "devB"})).await;
@@ -572,16 +573,27 @@ async fn deleting_or_purging_on_a_third_node_closes_the_room_on_every_node() {
         .post_json("/api/user/purge", &json!({"deviceId": "devC"}))
         .await;
     assert_eq!(reply.json()["roomsDeleted"], 1);
-    assert_eq!(c.recv().await, json!({"type": "room_closed", "roomId": roomid}));
-    assert!(c.expect_close().await.is_some(), "the purged device's socket is closed");
-    assert_eq!(d.recv().await, json!({"type": "room_closed", "roomId": roomid}));
+    assert_eq!(
+        c.recv().await,
+        json!({"type": "room_closed", "roomId": roomid})
+    );
+    assert!(
+        c.expect_close().await.is_some(),
+        "the purged device's socket is closed"
+    );
+    assert_eq!(
+        d.recv().await,
+        json!({"type": "room_closed", "roomId": roomid})
+    );
     d.send_json(&json!({"type": "ping"})).await;
     d.expect("pong").await;
 }
 
 #[tokio::test]
 async fn the_rest_rate_limit_is_shared_by_every_node() {
-    let Some(redis) = PrivateRedis::start() else { return };
+    let Some(redis) = PrivateRedis::start() else {
+        return;
+    };
     let mut n = Vec::new();
     for i in 0..3 {
         n.push(
@@ -594,10 +606,46 @@ async fn the_rest_rate_limit_is_shared_by_every_node() {
     }
     // Spread over three nodes, the burst is still six requests in all.
     for i in 0..6 {
-        assert_eq!(n[i % 3].get("/api/rooms?roomid=x").await.status, 404, "request {i}");
+        assert_eq!(
+            n[i % 3].get("/api/rooms?roomid=x").await.status,
+            404,
+            "request {i}"
+        );
     }
     for node in &n {
         let reply = node.get("/api/rooms?roomid=x").await;
         assert_eq!(reply.status, 429, "{}", reply.body);
     }
+}
+
+#[tokio::test]
+async fn a_node_shut_down_gracefully_tells_peers_on_other_nodes_at_once() {
+    let Some(redis) = PrivateRedis::start() else {
+        return;
+    };
+    // A TTL far longer than the test: only the goodbye itself can tell the peer in time.
+    let stopping = node(&redis, "stopping", |c| c.node_ttl_secs = 3600).await;
+    let staying = node(&redis, "staying", |c| c.node_ttl_secs = 3600).await;
+    let mut a = stopping.connect_ws().await;
+    let mut b = staying.connect_ws().await;
+    a.join("upgrade").await;
+    a.expect("room_joined").await;
+    b.join("upgrade").await;
+    b.expect("room_joined").await;
+    b.expect("room_ready").await;
+
+    let a_id = a.client_id.clone();
+    stopping.shutdown().await;
+    a.expect("server_shutdown").await;
+    let told = b.recv().await;
+    assert!(
+        ["peer_disconnected", "peer_left"].contains(&told["type"].as_str().unwrap_or_default()),
+        "{told}"
+    );
+    assert_eq!(told["peerId"], a_id.as_str());
+    let stats = staying.get("/stats").await.json();
+    assert_eq!(
+        stats["cluster"]["nodes"], 1,
+        "the stopped node left the node set: {stats}"
+    );
 }

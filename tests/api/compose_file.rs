@@ -67,11 +67,152 @@ fn every_file_the_compose_services_reference_exists() {
             }
         }
     }
-    // build, env_file, 2 coturn mounts, 2 nginx mounts.
+    // build, env_file, 2 coturn mounts, 3 nginx mounts.
     assert_eq!(
-        checked, 6,
+        checked, 7,
         "the services reference fewer files than expected"
     );
+}
+
+/// The Redis command line of `docker-compose.cluster.yml` without the program name: the
+/// cluster tests run their private `redis-server` with exactly these settings.
+pub fn cluster_redis_args() -> Vec<String> {
+    let compose = parse_yaml(&read("docker-compose.cluster.yml"));
+    let command = compose.get("services").get("redis").get("command").strs();
+    assert_eq!(command.first().map(String::as_str), Some("redis-server"));
+    command[1..].to_vec()
+}
+
+/// The names of the options the server reads from the environment.
+fn server_env_names() -> BTreeSet<String> {
+    read("src/config/mod.rs")
+        .split("env = \"")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('"').map(|(name, _)| name.to_owned()))
+        .collect()
+}
+
+#[test]
+fn the_cluster_file_runs_every_node_on_one_durable_redis_behind_nginx() {
+    let cluster = parse_yaml(&read("docker-compose.cluster.yml"));
+    let services = cluster.get("services");
+    let names: Vec<_> = services.entries().iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["redis", "node1", "node2", "turn", "nginx"]);
+
+    // Redis: every write fsynced to the AOF before it is acknowledged, on a volume.
+    let redis = cluster_redis_args();
+    for pair in [["--appendonly", "yes"], ["--appendfsync", "always"]] {
+        assert!(
+            redis.windows(2).any(|w| w == pair),
+            "redis runs without {pair:?}: {redis:?}"
+        );
+    }
+    assert_eq!(
+        services.get("redis").get("volumes").strs(),
+        ["redis-data:/data"]
+    );
+    assert!(cluster.get("volumes").find("redis-data").is_some());
+    assert!(
+        services.get("redis").find("ports").is_none(),
+        "Redis is not published"
+    );
+
+    // The nodes: one image, one Redis, distinct names, nginx trusted, nothing published.
+    let nginx = services.get("nginx");
+    let nginx_ip = nginx.get("networks").get("edge").get("ipv4_address").str();
+    let known = server_env_names();
+    let mut node_ids = BTreeSet::new();
+    for name in ["node1", "node2"] {
+        let node = services.get(name);
+        assert_eq!(node.get("build").str(), ".");
+        assert_eq!(node.get("env_file").str(), ".env");
+        assert!(
+            node.find("ports").is_none(),
+            "{name} is reached through nginx only"
+        );
+        let env = node.get("environment");
+        for (key, _) in env.entries() {
+            assert!(
+                known.contains(key),
+                "{name} sets {key}, which the server does not read"
+            );
+        }
+        assert_eq!(env.get("REDIS_URL").str(), "redis://redis:6379/0");
+        assert_eq!(env.get("TRUSTED_PROXIES").str(), format!("{nginx_ip}/32"));
+        assert_eq!(env.get("HOST").str(), "0.0.0.0");
+        assert_eq!(env.get("PORT").str(), "8080");
+        assert!(
+            node_ids.insert(env.get("NODE_ID").str().to_owned()),
+            "{name}: NODE_ID reused"
+        );
+        assert_eq!(
+            node.get("depends_on").get("redis").get("condition").str(),
+            "service_healthy"
+        );
+    }
+
+    // nginx balances over exactly those nodes, with the one shipped site.
+    let upstreams = read("nginx/upstream-cluster.conf");
+    let servers: Vec<_> = upstreams
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("server "))
+        .map(|rest| rest.split([' ', ';']).next().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(servers, ["node1:8080", "node2:8080"]);
+    assert!(
+        !upstreams.lines().any(|l| {
+            let l = l.trim_start();
+            !l.starts_with('#')
+                && (l.contains("ip_hash") || l.contains("sticky") || l.starts_with("hash"))
+        }),
+        "no sticky sessions"
+    );
+    let mounts = nginx.get("volumes").strs();
+    for mount in [
+        "./nginx/signalpost.conf:/etc/nginx/conf.d/default.conf:ro",
+        "./nginx/upstream-cluster.conf:/etc/nginx/signalpost-upstream.conf:ro",
+        "./nginx/certs:/etc/nginx/certs:ro",
+    ] {
+        assert!(mounts.contains(&mount.to_owned()), "nginx lacks {mount}");
+    }
+    assert!(read("nginx/signalpost.conf").contains("include /etc/nginx/signalpost-upstream.conf;"));
+    assert_eq!(nginx.get("ports").strs(), ["80:80", "443:443"]);
+
+    // coturn is the single-node file's service itself.
+    let turn = services.get("turn").get("extends");
+    assert_eq!(turn.get("file").str(), "docker-compose.yml");
+    assert!(
+        compose()
+            .get("services")
+            .find(turn.get("service").str())
+            .is_some()
+    );
+
+    let edge = &cluster
+        .get("networks")
+        .get("edge")
+        .get("ipam")
+        .get("config")
+        .items()[0];
+    let subnet = edge.get("subnet").str();
+    assert!(
+        nginx_ip.starts_with(subnet.trim_end_matches("0/24")),
+        "{nginx_ip} in {subnet}"
+    );
+    assert_ne!(subnet, "172.28.0.0/24", "not the single-node file's subnet");
+
+    let docs = read("docs/deployment.md");
+    for needle in [
+        "docker-compose.cluster.yml",
+        "appendfsync",
+        "NODE_TTL_SECS",
+        "REDIS_URL",
+    ] {
+        assert!(
+            docs.contains(needle),
+            "docs/deployment.md does not mention {needle}"
+        );
+    }
 }
 
 #[test]
@@ -257,12 +398,7 @@ fn env_example_documents_every_server_option() {
         assert!(documented.insert(name.clone()), "{name} listed twice");
     }
     // Every `env = "NAME"` the server's configuration reads.
-    let config = read("src/config/mod.rs");
-    let read_by_server: BTreeSet<String> = config
-        .split("env = \"")
-        .skip(1)
-        .filter_map(|rest| rest.split_once('"').map(|(name, _)| name.to_owned()))
-        .collect();
+    let read_by_server = server_env_names();
     assert!(
         read_by_server.len() >= 10,
         "found {read_by_server:?} in src/config.rs"

@@ -1,7 +1,8 @@
 //! nginx, started from the shipped `nginx/signalpost.conf`, in front of signalpost over TLS.
 //!
 //! The test substitutes only the `listen` lines (loopback, free ports), the upstream
-//! address and the certificate paths, and makes the certificate with the shipped
+//! include and addresses (`nginx/upstream.conf`, or `nginx/upstream-cluster.conf` for
+//! two cluster nodes on a private Redis) and the certificate paths, and makes the certificate with the shipped
 //! `nginx/gen-self-signed.sh`. Clients verify that certificate rather than skipping the
 //! check: `curl --cacert` for REST, and for `wss://` an `openssl s_client` child carrying
 //! the TLS while tokio-tungstenite speaks WebSocket through its stdin/stdout (no TLS crate
@@ -43,8 +44,14 @@ struct Nginx {
 }
 
 impl Nginx {
-    /// Serves the shipped site on loopback, proxying to `upstream`.
+    /// Serves the shipped site on loopback, proxying to `upstream` (the one-node setup).
     async fn start(upstream: SocketAddr) -> Nginx {
+        Self::start_with("nginx/upstream.conf", &[("signalpost:8080", upstream)]).await
+    }
+
+    /// Serves the shipped site with the shipped upstream file `upstreams`, each of its
+    /// `servers` (as named there) replaced by a real address.
+    async fn start_with(upstreams: &str, servers: &[(&str, SocketAddr)]) -> Nginx {
         let dir = tempfile::tempdir().expect("create a temp dir");
         // Should workers ever be used (they drop to `nobody` when started as root), they
         // must reach the temp paths nginx creates in here.
@@ -66,13 +73,27 @@ impl Nginx {
 
         let https_port = free_port();
         let http_port = free_port();
+        let upstream_file = std::fs::read_to_string(root.join(upstreams))
+            .unwrap_or_else(|e| panic!("read {upstreams}: {e}"));
+        let addresses: Vec<_> = servers
+            .iter()
+            .map(|(name, addr)| (format!("server {name}"), format!("server {addr}")))
+            .collect();
+        let replacements: Vec<_> = addresses
+            .iter()
+            .map(|(from, to)| (from.as_str(), to.as_str(), 1))
+            .collect();
+        let upstream_path = dir.path().join("upstream.conf");
+        std::fs::write(&upstream_path, substitute(&upstream_file, &replacements))
+            .expect("write the upstream file");
         let site = std::fs::read_to_string(root.join("nginx/signalpost.conf"))
             .expect("read nginx/signalpost.conf");
         let certs_dir = format!("{}/", certs.display());
+        let include = format!("include {};", upstream_path.display());
         let site = substitute(
             &site,
             &[
-                ("server signalpost:8080;", &format!("server {upstream};"), 1),
+                ("include /etc/nginx/signalpost-upstream.conf;", &include, 1),
                 ("listen 80;", &format!("listen 127.0.0.1:{http_port};"), 1),
                 ("listen [::]:80;", "", 1),
                 (
@@ -278,7 +299,7 @@ fn substitute(text: &str, replacements: &[(&str, &str, usize)]) -> String {
             assert_eq!(
                 text.matches(from).count(),
                 *count,
-                "nginx/signalpost.conf should contain {from:?} {count} time(s)"
+                "the shipped nginx file should contain {from:?} {count} time(s)"
             );
             text.replace(from, to)
         })
@@ -521,4 +542,97 @@ async fn behind_an_untrusted_nginx_every_client_is_the_proxy() {
     // Without TRUSTED_PROXIES the server sees nginx's 127.0.0.1 for everyone: .3 shares
     // the lock-out .2 caused. (Hence TRUSTED_PROXIES in docker-compose.yml.)
     assert_eq!(statuses, [404, 429, 429, 429]);
+}
+
+#[tokio::test]
+async fn the_cluster_upstreams_spread_requests_and_sockets_over_nodes_that_act_as_one() {
+    if !require_programs(&PROGRAMS) {
+        return;
+    }
+    let Some(redis) = crate::cluster::PrivateRedis::start() else {
+        return;
+    };
+    let n = [
+        crate::cluster::node(&redis, "n1", |_| {}).await,
+        crate::cluster::node(&redis, "n2", |_| {}).await,
+    ];
+    let nginx = Nginx::start_with(
+        "nginx/upstream-cluster.conf",
+        &[("node1:8080", n[0].addr), ("node2:8080", n[1].addr)],
+    )
+    .await;
+
+    // No stickiness: one client's requests reach both nodes.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        let (status, body) = nginx.curl(&[&nginx.https_url("/health")]).await;
+        assert_eq!(status, 200, "{body}");
+        let health: Value = serde_json::from_str(&body).expect("health JSON");
+        seen.insert(
+            health["node"]
+                .as_str()
+                .expect("node in cluster health")
+                .to_owned(),
+        );
+    }
+    assert_eq!(seen, ["n1".to_owned(), "n2".to_owned()].into());
+
+    // And yet one service: each step of a pairing may land on either node.
+    let (status, created) = nginx
+        .post_json(
+            "/api/rooms",
+            json!({"client1": "devA", "expiresInSeconds": 60}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let joinid = created["joinid"].as_str().expect("joinid").to_owned();
+    let mut roomid = String::new();
+    for step in 0..4 {
+        let (status, reply) = if step == 1 {
+            nginx
+                .post_json(
+                    "/api/rooms/accept",
+                    json!({"joinid": joinid, "client2": "devB"}),
+                )
+                .await
+        } else {
+            nginx
+                .post_json(
+                    "/api/rooms/check",
+                    json!({"joinid": joinid, "client1": "devA"}),
+                )
+                .await
+        };
+        match step {
+            0 => assert_eq!(status, 204),
+            1 => {
+                assert_eq!(status, 200, "{reply}");
+                roomid = reply["roomid"].as_str().expect("roomid").to_owned();
+            }
+            _ => assert_eq!(
+                (status, reply["roomid"].as_str()),
+                (200, Some(roomid.as_str()))
+            ),
+        }
+    }
+
+    // Two sockets: least_conn puts the second on the node without one.
+    let mut a = nginx.connect_wss("/ws").await;
+    a.recv("connected").await;
+    let mut b = nginx.connect_wss("/ws").await;
+    b.recv("connected").await;
+    for node in &n {
+        let stats = node.get("/stats").await.json();
+        assert_eq!(stats["connections"], 1, "one socket per node: {stats}");
+    }
+    a.send(json!({"type": "join_room", "roomId": roomid, "deviceId": "devA"}))
+        .await;
+    a.recv("room_joined").await;
+    b.send(json!({"type": "join_room", "roomId": roomid, "deviceId": "devB"}))
+        .await;
+    b.recv("room_joined").await;
+    a.recv("room_ready").await;
+    b.send(json!({"type": "webrtc_answer", "sdp": "v=0 across"}))
+        .await;
+    assert_eq!(a.recv("webrtc_answer").await["sdp"], "v=0 across");
 }
