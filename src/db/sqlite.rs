@@ -363,6 +363,9 @@ impl SqliteStore {
     /// What a room id names: a paired room, a deleted one, or nothing.
     async fn lookup(&self, roomid: RoomId) -> Result<RoomLookup, SqlError> {
         self.with_conn(move |c| {
+            // One read transaction: the room, its members and its tombstone from one snapshot,
+            // so a delete between the statements cannot show a paired room without members.
+            let c = c.transaction_with_behavior(TransactionBehavior::Deferred)?;
             let row: Option<(String, String, u32)> = c
                 .prepare_cached("SELECT client1, client2, capacity FROM rooms WHERE roomid = ?1")?
                 .query_row(params![roomid.as_str()], |r| {
@@ -370,7 +373,7 @@ impl SqliteStore {
                 })
                 .optional()?;
             if let Some((client1, client2, capacity)) = row {
-                let members = room_members(c, roomid.as_str())?
+                let members = room_members(&c, roomid.as_str())?
                     .into_iter()
                     .map(stored_device_id)
                     .collect::<Result<_, _>>()?;
