@@ -187,6 +187,18 @@ pub struct Config {
     #[arg(long = "allowed-origins", env = "ALLOWED_ORIGINS", value_parser = parse_origins)]
     pub allowed_origins: Option<OriginList>,
 
+    /// Port of the Oodaa messenger's listener (its raw WebSocket JSON protocol on every path,
+    /// `GET /health` and `GET /`); unset: off.
+    #[arg(long = "oodaa-port", env = "OODAA_PORT")]
+    pub oodaa_port: Option<u16>,
+
+    /// Largest `userInfo` an Oodaa `register` may carry, in bytes of its compact JSON. It is held
+    /// for as long as the user is online and sent to everyone who lists the online users; the
+    /// app sends `{name, timestamp}`, under 100 bytes, so 4 KiB leaves room for a richer profile.
+    #[arg(long = "oodaa-max-userinfo-bytes", env = "OODAA_MAX_USERINFO_BYTES", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(2..=65_536))]
+    pub oodaa_max_userinfo_bytes: u32,
+
     /// Abuse limits.
     #[command(flatten)]
     pub limits: Limits,

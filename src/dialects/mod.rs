@@ -6,6 +6,8 @@
 //! Each listens on a port of its own (`<DIALECT>_PORT`, unset: off) and logs
 //! `<dialect> listening on <addr>` when it does.
 
+pub mod oodaa;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -32,9 +34,12 @@ pub struct Listening {
 
 /// Binds and starts the listener of every dialect whose port is configured.
 pub async fn start(state: &AppState, ctx: &ListenerContext) -> std::io::Result<Vec<Listening>> {
-    let started = Vec::new();
+    let mut started = Vec::new();
     // Each dialect adds itself here: `if let Some(port) = config.<dialect>_port { ... }`.
-    let _ = (state, ctx);
+    let config = state.config();
+    if let Some(port) = config.oodaa_port {
+        started.push(serve_on(oodaa::NAME, state, port, oodaa::service(state), ctx).await?);
+    }
     Ok(started)
 }
 
@@ -129,5 +134,109 @@ impl Drop for Registered {
                 signaling.delivery().unregister(session);
             });
         }
+    }
+}
+
+/// What the dialects' unit tests share: the rooms core of one node, and a session's view of it.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::Arc;
+
+    use serde_json::Value;
+    use tokio_util::sync::CancellationToken;
+
+    use crate::config::Config;
+    use crate::limits::Limiters;
+    use crate::signaling::rooms::{
+        Delivery, LocalDelivery, LocalRooms, Mailbox, Outbound, ResumeLimits, RoomDirectory,
+        SessionId,
+    };
+    use crate::signaling::session::{Protocol, Replies};
+    use crate::signaling::{SessionSettings, Signaling, SignalingParts};
+    use crate::telemetry::Metrics;
+
+    /// Rooms and delivery of one node, with every default.
+    pub fn signaling() -> Arc<Signaling> {
+        let config = Config::defaults();
+        let metrics = Arc::new(Metrics::new());
+        let delivery: Arc<dyn Delivery> = Arc::new(LocalDelivery::new(0));
+        let rooms: Arc<dyn RoomDirectory> = Arc::new(LocalRooms::new(
+            delivery.clone(),
+            metrics.clone(),
+            ResumeLimits::from_config(&config),
+        ));
+        Arc::new(Signaling::new(SignalingParts {
+            rooms,
+            delivery,
+            store: None,
+            settings: SessionSettings::from_config(&config),
+            shutdown: CancellationToken::new(),
+            limits: Arc::new(Limiters::from_config(&config)),
+            metrics,
+        }))
+    }
+
+    /// A session registered with the delivery.
+    pub fn connect(signaling: &Signaling) -> (SessionId, Mailbox) {
+        signaling.delivery().register(signaling.settings().queue)
+    }
+
+    /// Sends `message` as the client would; the direct replies, as JSON.
+    pub async fn send<P: Protocol>(protocol: &mut P, message: Value) -> Vec<Value> {
+        let mut replies = Replies::new();
+        protocol.on_text(&message.to_string(), &mut replies).await;
+        replies.iter().map(|r| parse(r)).collect()
+    }
+
+    /// Everything waiting in the session's queue, as its socket would receive it (events
+    /// rendered by its protocol), as JSON.
+    pub fn drain<P: Protocol>(protocol: &mut P, mailbox: &Mailbox) -> Vec<Value> {
+        let mut out = Vec::new();
+        while let Ok(item) = mailbox.rx.try_recv() {
+            match item {
+                Outbound::Frame(frame) => out.push(parse(frame.as_str())),
+                Outbound::Event(event) => {
+                    let mut frames = Replies::new();
+                    protocol.render(&event, &mut frames);
+                    out.extend(frames.iter().map(|f| parse(f)));
+                }
+                Outbound::Close(..) | Outbound::Shutdown => {}
+            }
+        }
+        out
+    }
+
+    fn parse(text: &str) -> Value {
+        serde_json::from_str(text).expect("frames are JSON")
+    }
+
+    /// Messages a property test throws at a dialect's parser: objects of the given fields, with
+    /// values of every JSON kind, and text that is not JSON at all.
+    pub fn arbitrary_frames(
+        fields: &'static [&'static str],
+    ) -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            "[a-z0-9 é-]{0,12}".prop_map(Value::from),
+        ];
+        let value = leaf.prop_recursive(2, 8, 3, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..3).prop_map(Value::from),
+                prop::collection::btree_map("[a-z]{1,5}", inner, 0..3)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        });
+        let object =
+            prop::collection::vec((prop::sample::select(fields), value), 0..6).prop_map(|pairs| {
+                let map: serde_json::Map<String, Value> =
+                    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+                Value::Object(map).to_string()
+            });
+        prop_oneof![object, ".{0,64}"]
     }
 }
