@@ -199,6 +199,26 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(2..=65_536))]
     pub oodaa_max_userinfo_bytes: u32,
 
+    /// Port of OctateCode's listener (its lean WebSocket protocol on every path and its HTTP
+    /// API, on one port); unset: off.
+    #[arg(long = "octatecode-port", env = "OCTATECODE_PORT")]
+    pub octatecode_port: Option<u16>,
+
+    /// Secret that signs OctateCode's room tokens (`POST /api/auth/token`); set, every `auth`
+    /// must carry a token for its user and room. Unset: no tokens (the lean server's way).
+    #[arg(
+        long = "octatecode-auth-secret",
+        env = "OCTATECODE_AUTH_SECRET",
+        hide_env_values = true
+    )]
+    pub octatecode_auth_secret: Option<Secret>,
+
+    /// Lifetime of OctateCode's room tokens, in seconds: the hour its README promises. A token
+    /// is checked when a socket joins, so a shorter one only shortens the window to join.
+    #[arg(long = "octatecode-token-ttl-secs", env = "OCTATECODE_TOKEN_TTL_SECS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    pub octatecode_token_ttl_secs: u64,
+
     /// Abuse limits.
     #[command(flatten)]
     pub limits: Limits,

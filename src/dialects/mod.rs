@@ -6,6 +6,7 @@
 //! Each listens on a port of its own (`<DIALECT>_PORT`, unset: off) and logs
 //! `<dialect> listening on <addr>` when it does.
 
+pub mod octatecode;
 pub mod oodaa;
 
 use std::net::SocketAddr;
@@ -39,6 +40,10 @@ pub async fn start(state: &AppState, ctx: &ListenerContext) -> std::io::Result<V
     let config = state.config();
     if let Some(port) = config.oodaa_port {
         started.push(serve_on(oodaa::NAME, state, port, oodaa::service(state), ctx).await?);
+    }
+    if let Some(port) = config.octatecode_port {
+        let service = octatecode::service(state);
+        started.push(serve_on(octatecode::NAME, state, port, service, ctx).await?);
     }
     Ok(started)
 }

@@ -3,6 +3,7 @@
 
 mod abuse;
 mod compose_file;
+mod dialect_octatecode;
 mod dialect_oodaa;
 mod external;
 mod fuzz;
