@@ -93,7 +93,8 @@ struct RoomEntry {
 fn protocol_name(space: &str) -> &'static str {
     match space {
         crate::signaling::native::SPACE => "signalpost",
-        _ => "other",
+        // A dialect's rooms are named by the dialect, as in the metrics.
+        dialect => crate::telemetry::metrics::dialect_label(dialect),
     }
 }
 

@@ -32,10 +32,12 @@ pub use error::ApiError;
 use crate::config::origins::AllowedOrigins;
 use crate::limits::Limiters;
 use crate::limits::client::ClientKey;
+use crate::limits::slots::Slot;
 use crate::server::listener::PeerAddr;
 use crate::signaling::upgrade::{self, UpgradeError};
 use crate::state::AppState;
 use crate::telemetry::Refusal;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// The `GET /` answer that health probes look for.
 pub const ROOT_MESSAGE: &str = "signalpost signaling server active";
@@ -185,17 +187,28 @@ fn is_json(content_type: &str) -> bool {
 /// Counts every request of a [rate-limited path](is_rate_limited) against its client's REST
 /// rate.
 fn rest_rate_limit(state: AppState) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::path::full()
+        .and_then(|path: warp::path::FullPath| async move {
+            if is_rate_limited(path.as_str()) {
+                Ok(())
+            } else {
+                Err(warp::reject::not_found())
+            }
+        })
+        .untuple_one()
+        .and(rest_rate(state))
+}
+
+/// Counts the request against its client's REST rate: 429 with `Retry-After` beyond it. The
+/// main port's API and the dialects' HTTP routes share the one budget per client.
+pub fn rest_rate(state: AppState) -> impl Filter<Extract = (), Error = Rejection> + Clone {
     let limits = state.limits().clone();
     let metrics = state.metrics().clone();
-    warp::path::full()
-        .and(client_key(limits.clone()))
-        .and_then(move |path: warp::path::FullPath, key: ClientKey| {
+    client_key(limits.clone())
+        .and_then(move |key: ClientKey| {
             let limits = limits.clone();
             let metrics = metrics.clone();
             async move {
-                if !is_rate_limited(path.as_str()) {
-                    return Err(warp::reject::not_found());
-                }
                 limits.rest().check(key).await.map_err(|wait| {
                     metrics.refused(Refusal::Rate);
                     log::info!("rate limited: {key} (REST)");
@@ -249,13 +262,120 @@ async fn websocket(
     key: ClientKey,
 ) -> Result<Response, ApiError> {
     // The origin was checked for every request by the request guard.
+    let slot = admit_websocket(state, key).await?;
+    upgrade::accept(headers, on_upgrade, state.signaling().clone(), slot).map_err(upgrade_error)
+}
+
+/// The answer to a refused handshake.
+fn upgrade_error(e: UpgradeError) -> ApiError {
+    match e {
+        UpgradeError::UnsupportedVersion => ApiError::UnsupportedWebSocketVersion,
+        UpgradeError::BadHandshake | UpgradeError::NotUpgradable => ApiError::UpgradeRequired,
+    }
+}
+
+/// Answers a WebSocket upgrade on a dialect's listener as the main port does (the client's
+/// upgrade rate, a connection slot, the handshake), then runs `session` on the connection,
+/// which holds the slot until the session ends. Refusals are answered as on the main port.
+pub async fn dialect_websocket<F, Fut>(
+    state: &AppState,
+    request: UpgradeRequest,
+    config: WebSocketConfig,
+    session: F,
+) -> Response
+where
+    F: FnOnce(upgrade::Upgraded) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let UpgradeRequest {
+        headers,
+        on_upgrade,
+        key,
+    } = request;
+    let slot = match admit_websocket(state, key).await {
+        Ok(slot) => slot,
+        Err(e) => return e.to_response(),
+    };
+    let sessions = state.signaling().sessions().clone();
+    upgrade::accept_with(
+        &headers,
+        on_upgrade,
+        &sessions,
+        config,
+        move |ws| async move {
+            let _slot = slot;
+            session(ws).await;
+        },
+    )
+    .unwrap_or_else(|e| upgrade_error(e).to_response())
+}
+
+/// A request that asks for a WebSocket (`Upgrade: websocket`), on any path, with what its
+/// upgrade needs; other requests are rejected (404) for the routes after it.
+pub struct UpgradeRequest {
+    headers: HeaderMap,
+    on_upgrade: Option<OnUpgrade>,
+    key: ClientKey,
+}
+
+/// Passes requests that ask for a WebSocket, whatever their path (the dialects' servers accept
+/// an upgrade on any path).
+pub fn upgrade_request(
+    state: &AppState,
+) -> impl Filter<Extract = (UpgradeRequest,), Error = Rejection> + Clone + use<> {
+    warp::header::headers_cloned()
+        .and(warp::ext::optional::<OnUpgrade>())
+        .and(client_key(state.limits().clone()))
+        .and_then(
+            |headers: HeaderMap, on_upgrade: Option<OnUpgrade>, key: ClientKey| async move {
+                if upgrade::is_upgrade_request(&headers) {
+                    Ok(UpgradeRequest {
+                        headers,
+                        on_upgrade,
+                        key,
+                    })
+                } else {
+                    Err(warp::reject::not_found())
+                }
+            },
+        )
+}
+
+/// A dialect listener's routes made ready to serve: the main port's request guard first
+/// (origins outside `ALLOWED_ORIGINS`: 403; POST bodies that are not JSON: 415), `recover`
+/// answering every rejection in the dialect's own way, and the main port's CORS and security
+/// headers on every answer.
+pub fn dialect_routes<R, Fut>(
+    state: AppState,
+    routes: BoxedFilter<(Response,)>,
+    recover: R,
+) -> BoxedFilter<(Response,)>
+where
+    R: Fn(Rejection) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Response, Infallible>> + Send + 'static,
+{
+    let origins = state.config().allowed_origins.clone();
+    request_guard(state)
+        .and(routes)
+        .recover(recover)
+        .unify()
+        .and(warp::header::optional::<String>("origin"))
+        .map(move |response, origin: Option<String>| {
+            with_headers(response, origin.as_deref(), origins.as_ref())
+        })
+        .boxed()
+}
+
+/// Admission of a WebSocket on any listener: the client's upgrade rate, then a connection slot
+/// (held for as long as the session lives).
+async fn admit_websocket(state: &AppState, key: ClientKey) -> Result<Slot, ApiError> {
     let limits = state.limits();
     limits.upgrades().check(key).await.map_err(|wait| {
         state.metrics().refused(Refusal::Rate);
         log::info!("rate limited: {key} (WebSocket upgrades)");
         ApiError::TooManyRequests(wait)
     })?;
-    let slot = limits.connections().acquire(key).map_err(|refused| {
+    limits.connections().acquire(key).map_err(|refused| {
         state.metrics().refused(Refusal::Rate);
         log::info!("websocket refused: {refused:?} connection limit ({key})");
         match refused {
@@ -264,10 +384,6 @@ async fn websocket(
             }
             crate::limits::slots::SlotRefused::Global => ApiError::ServerFull,
         }
-    })?;
-    upgrade::accept(headers, on_upgrade, state.signaling().clone(), slot).map_err(|e| match e {
-        UpgradeError::UnsupportedVersion => ApiError::UnsupportedWebSocketVersion,
-        UpgradeError::BadHandshake | UpgradeError::NotUpgradable => ApiError::UpgradeRequired,
     })
 }
 

@@ -214,6 +214,38 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(2..=3600))]
     pub node_ttl_secs: u64,
 
+    /// Port of the Oodaa messenger's listener (its raw WebSocket JSON protocol on every path,
+    /// `GET /health` and `GET /`); unset: off.
+    #[arg(long = "oodaa-port", env = "OODAA_PORT")]
+    pub oodaa_port: Option<u16>,
+
+    /// Largest `userInfo` an Oodaa `register` may carry, in bytes of its compact JSON. It is held
+    /// for as long as the user is online and sent to everyone who lists the online users; the
+    /// app sends `{name, timestamp}`, under 100 bytes, so 4 KiB leaves room for a richer profile.
+    #[arg(long = "oodaa-max-userinfo-bytes", env = "OODAA_MAX_USERINFO_BYTES", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(2..=65_536))]
+    pub oodaa_max_userinfo_bytes: u32,
+
+    /// Port of OctateCode's listener (its lean WebSocket protocol on every path and its HTTP
+    /// API, on one port); unset: off.
+    #[arg(long = "octatecode-port", env = "OCTATECODE_PORT")]
+    pub octatecode_port: Option<u16>,
+
+    /// Secret that signs OctateCode's room tokens (`POST /api/auth/token`); set, every `auth`
+    /// must carry a token for its user and room. Unset: no tokens (the lean server's way).
+    #[arg(
+        long = "octatecode-auth-secret",
+        env = "OCTATECODE_AUTH_SECRET",
+        hide_env_values = true
+    )]
+    pub octatecode_auth_secret: Option<Secret>,
+
+    /// Lifetime of OctateCode's room tokens, in seconds: the hour its README promises. A token
+    /// is checked when a socket joins, so a shorter one only shortens the window to join.
+    #[arg(long = "octatecode-token-ttl-secs", env = "OCTATECODE_TOKEN_TTL_SECS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    pub octatecode_token_ttl_secs: u64,
+
     /// Abuse limits.
     #[command(flatten)]
     pub limits: Limits,

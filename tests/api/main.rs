@@ -4,6 +4,8 @@
 mod abuse;
 mod cluster;
 mod compose_file;
+mod dialect_octatecode;
+mod dialect_oodaa;
 mod external;
 mod fuzz;
 mod helpers;
