@@ -5,6 +5,10 @@
 //! whatever works for signalpost's own protocol (limits, metrics, cluster mode) works for it.
 //! Each listens on a port of its own (`<DIALECT>_PORT`, unset: off) and logs
 //! `<dialect> listening on <addr>` when it does.
+//!
+//! - [`dropsilk`]: DropSilk (raw WebSocket and an HTTP room API, same-network discovery).
+
+pub mod dropsilk;
 
 use std::net::SocketAddr;
 
@@ -26,9 +30,11 @@ pub struct Listening {
 
 /// Binds and starts the listener of every dialect whose port is configured.
 pub async fn start(state: &AppState, ctx: &ListenerContext) -> std::io::Result<Vec<Listening>> {
-    let started = Vec::new();
+    let mut started = Vec::new();
     // Each dialect adds itself here: `if let Some(port) = config.<dialect>_port { ... }`.
-    let _ = (state, ctx);
+    if let Some(port) = state.config().dropsilk_port {
+        started.push(dropsilk::serve(state, port, ctx).await?);
+    }
     Ok(started)
 }
 

@@ -3,6 +3,7 @@
 
 mod abuse;
 mod compose_file;
+mod dialect_dropsilk;
 mod discovery;
 mod external;
 mod fuzz;
