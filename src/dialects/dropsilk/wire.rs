@@ -853,6 +853,45 @@ mod tests {
         assert_eq!(issues.len(), 4);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn no_frame_panics_the_parser(text in "\\PC{0,200}") {
+            let _ = ClientMessage::parse(&text);
+        }
+
+        #[test]
+        fn no_message_of_a_known_type_panics_the_parser(
+            kind in proptest::sample::select(vec![
+                "register-details", "create-flight", "join-flight", "attach-room",
+                "invite-to-flight", "signal",
+            ]),
+            field in proptest::sample::select(vec![
+                "name", "flightCode", "roomCode", "participantId", "channel", "inviteeId", "data",
+            ]),
+            value in proptest::prop_oneof![
+                proptest::strategy::Just("null".to_owned()),
+                "-?[0-9]{1,20}(\\.[0-9]{1,5})?",
+                "\"\\PC{0,80}\"",
+                proptest::strategy::Just("[1,{}]".to_owned()),
+            ],
+        ) {
+            let text = format!(r#"{{"type":"{kind}","{field}":{value}}}"#);
+            let _ = ClientMessage::parse(&text);
+        }
+
+        #[test]
+        fn no_body_panics_validation(body in "\\PC{0,200}") {
+            if let Ok(object) = parse_body(body.as_bytes()) {
+                let mut issues = Issues::new();
+                let _ = string_field(object.get("name"), "name", 1, MAX_NAME_CHARS, &mut issues);
+                let _ = coerced_number(object.get("fileCount"), "fileCount", true, &mut issues);
+                let _ = bool_field(object.get("active"), "active", &mut issues);
+            }
+            let _ = code_param(&body, &mut Issues::new());
+            let _ = percent_decode(&body);
+        }
+    }
+
     #[test]
     fn bodies_are_objects() {
         assert_eq!(parse_body(b"").unwrap(), Map::new());
