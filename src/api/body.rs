@@ -29,6 +29,19 @@ pub fn optional_json_object() -> impl Filter<Extract = (Option<Object>,), Error 
         })
 }
 
+/// The body's bytes, bounded like every body (413 `payload_too_large` beyond
+/// [`MAX_BODY_BYTES`]), for a protocol that parses and answers them its own way (a dialect).
+pub fn bounded_bytes() -> impl Filter<Extract = (Vec<u8>,), Error = Rejection> + Clone {
+    warp::header::optional::<u64>("content-length")
+        .and(warp::body::stream())
+        .and_then(|length: Option<u64>, body| async move {
+            if length.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+                return Err(warp::reject::custom(ApiError::PayloadTooLarge));
+            }
+            read_limited(body).await.map_err(warp::reject::custom)
+        })
+}
+
 /// The body as a JSON object, required.
 pub fn json_object() -> impl Filter<Extract = (Object,), Error = Rejection> + Clone {
     optional_json_object().and_then(|body: Option<Object>| async move {

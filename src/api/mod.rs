@@ -18,7 +18,7 @@ pub mod turn;
 pub mod web;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use hyper::upgrade::OnUpgrade;
@@ -60,6 +60,14 @@ pub fn with_state<T: Clone + Send + Sync + 'static>(
 pub fn client_key(
     limits: Arc<Limiters>,
 ) -> impl Filter<Extract = (ClientKey,), Error = Infallible> + Clone {
+    client_ip(limits).map(ClientKey::of)
+}
+
+/// The address of the request's client: the socket peer, or, from a trusted proxy, the
+/// right-most untrusted `X-Forwarded-For` entry (see [`crate::limits::client`]).
+pub fn client_ip(
+    limits: Arc<Limiters>,
+) -> impl Filter<Extract = (IpAddr,), Error = Infallible> + Clone {
     warp::ext::optional::<PeerAddr>()
         .and(warp::header::headers_cloned())
         .map(move |peer: Option<PeerAddr>, headers: HeaderMap| {
@@ -71,7 +79,7 @@ pub fn client_key(
                 .filter_map(|v| v.to_str().ok())
                 .collect();
             let forwarded = (!forwarded.is_empty()).then(|| forwarded.join(","));
-            limits.client_key(peer, forwarded.as_deref())
+            limits.client_ip(peer, forwarded.as_deref())
         })
 }
 
@@ -228,13 +236,13 @@ fn root_and_websocket(state: AppState) -> BoxedFilter<(Response,)> {
         .and(get_or_head())
         .and(warp::header::headers_cloned())
         .and(warp::ext::optional::<OnUpgrade>())
-        .and(client_key(state.limits().clone()))
+        .and(client_ip(state.limits().clone()))
         .then(
-            move |ws_path: bool, headers: HeaderMap, on_upgrade, key: ClientKey| {
+            move |ws_path: bool, headers: HeaderMap, on_upgrade, ip: IpAddr| {
                 let state = state.clone();
                 async move {
                     if upgrade::is_upgrade_request(&headers) {
-                        return websocket(&state, &headers, on_upgrade, key)
+                        return websocket(&state, &headers, on_upgrade, ip)
                             .await
                             .unwrap_or_else(|e| e.to_response());
                     }
@@ -259,11 +267,12 @@ async fn websocket(
     state: &AppState,
     headers: &HeaderMap,
     on_upgrade: Option<OnUpgrade>,
-    key: ClientKey,
+    ip: IpAddr,
 ) -> Result<Response, ApiError> {
+    let key = ClientKey::of(ip);
     // The origin was checked for every request by the request guard.
     let slot = admit_websocket(state, key).await?;
-    upgrade::accept(headers, on_upgrade, state.signaling().clone(), slot).map_err(upgrade_error)
+    upgrade::accept(headers, on_upgrade, state.signaling().clone(), slot, ip).map_err(upgrade_error)
 }
 
 /// The answer to a refused handshake.

@@ -50,6 +50,10 @@ const OUTGOING_QUEUE: usize = 65_536;
 /// How long a replica waits for a missing change before it reads the room from Redis.
 const GAP_WAIT: Duration = Duration::from_millis(500);
 
+/// The sender of a frame handed over from outside its room (no session has this id: node
+/// numbers start at 1).
+const NO_SENDER: SessionId = SessionId(0);
+
 /// How long a stopping node keeps publishing what is already queued for other nodes.
 const DRAIN_WAIT: Duration = Duration::from_secs(2);
 
@@ -731,6 +735,102 @@ impl Inner {
             self.delivery
                 .deliver(session, Outbound::Frame(frame.clone()));
         }
+    }
+
+    /// Hands `frame` from `sender` (a member, or `None` from outside the room) to the
+    /// `target` members of `room`, whose replica `state` holds: this node's at once, other
+    /// nodes' with one message on the room's channel, detached ones' kept in Redis.
+    fn hand_over(
+        &self,
+        state: std::sync::MutexGuard<'_, State>,
+        room: &RoomKey,
+        sender: Option<SessionId>,
+        target: Target<'_>,
+        frame: Frame,
+        kind: &'static str,
+    ) -> Result<Relayed, RelayError> {
+        let inner = self;
+        let replica = &state.replicas[room];
+        let is_sender = |m: &Member| sender.is_some() && m.session == sender;
+        let recipients: Vec<&Member> = match target {
+            Target::Peer(peer) => match replica.members.iter().find(|m| &*m.info.peer == peer) {
+                Some(m) if !is_sender(m) => vec![m],
+                _ => return Err(RelayError::UnknownPeer),
+            },
+            Target::Others => {
+                let others: Vec<&Member> =
+                    replica.members.iter().filter(|m| !is_sender(m)).collect();
+                if others.is_empty() {
+                    return Err(RelayError::Alone {
+                        capacity: replica.options.capacity,
+                    });
+                }
+                others
+            }
+        };
+        let bytes = frame.len();
+        let text: Arc<str> = match &frame {
+            Frame::Owned(t) => t.as_str().into(),
+            Frame::Shared(t) => t.clone(),
+        };
+        let mut remote = false;
+        let mut keep = Vec::new();
+        for m in &recipients {
+            let in_keep_path = state
+                .keeping
+                .contains_key(&(room.clone(), m.info.peer.clone()));
+            if in_keep_path {
+                keep.push(m.info.peer.clone());
+                inner.metrics.relayed_in(room.space(), kind, bytes);
+                continue;
+            }
+            match m.session {
+                Some(to) if to.node() == inner.node => {
+                    inner
+                        .delivery
+                        .deliver(to, Outbound::Frame(Frame::Shared(text.clone())));
+                }
+                Some(_) => remote = true,
+                None if m.detached => keep.push(m.info.peer.clone()),
+                None => {}
+            }
+            inner.metrics.relayed_in(room.space(), kind, bytes);
+        }
+        let count = recipients.len();
+        drop(state);
+        if !keep.is_empty() {
+            let mut state = inner.state.lock().unwrap();
+            for peer in &keep {
+                *state
+                    .keeping
+                    .entry((room.clone(), peer.clone()))
+                    .or_default() += 1;
+            }
+        }
+        if remote {
+            inner.publish(
+                channel(room),
+                &Bus::Relay {
+                    o: inner.node,
+                    key: room.as_str().to_owned(),
+                    from: sender.unwrap_or(NO_SENDER).0,
+                    to: match target {
+                        Target::Peer(p) => Some(p.to_owned()),
+                        Target::Others => None,
+                    },
+                    kind: kind.to_owned(),
+                    frame: text.to_string(),
+                },
+            );
+        }
+        for peer in keep {
+            inner.queue(Outgoing::Keep {
+                key: room.clone(),
+                peer,
+                frame: text.to_string(),
+            });
+        }
+        Ok(Relayed { recipients: count })
     }
 
     /// A frame that took the keep path reached a member that had resumed meanwhile: hand it to
@@ -1418,100 +1518,52 @@ impl RoomDirectory for ClusterRooms {
         frame: Frame,
         kind: &'static str,
     ) -> Result<Relayed, RelayError> {
+        let state = self.inner.state.lock().unwrap();
+        let replica = state.replicas.get(room).ok_or(RelayError::NotInRoom)?;
+        if !replica.members.iter().any(|m| m.session == Some(session)) {
+            return Err(RelayError::NotInRoom);
+        }
+        self.inner
+            .hand_over(state, room, Some(session), target, frame, kind)
+    }
+
+    fn send_to(
+        &self,
+        room: &RoomKey,
+        target: Target<'_>,
+        frame: Frame,
+        kind: &'static str,
+    ) -> Result<Relayed, RelayError> {
         let inner = &self.inner;
         let state = inner.state.lock().unwrap();
-        let replica = state.replicas.get(room).ok_or(RelayError::NotInRoom)?;
-        let sender = replica
-            .members
-            .iter()
-            .position(|m| m.session == Some(session))
-            .ok_or(RelayError::NotInRoom)?;
-        let recipients: Vec<&Member> = match target {
-            Target::Peer(peer) => {
-                match replica.members.iter().position(|m| &*m.info.peer == peer) {
-                    Some(i) if i != sender => vec![&replica.members[i]],
-                    _ => return Err(RelayError::UnknownPeer),
-                }
-            }
-            Target::Others => {
-                let others: Vec<&Member> = replica
-                    .members
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| *i != sender)
-                    .map(|(_, m)| m)
-                    .collect();
-                if others.is_empty() {
-                    return Err(RelayError::Alone {
-                        capacity: replica.options.capacity,
-                    });
-                }
-                others
-            }
-        };
-        let bytes = frame.len();
-        let text: Arc<str> = match &frame {
-            Frame::Owned(t) => t.as_str().into(),
-            Frame::Shared(t) => t.clone(),
-        };
-        let mut remote = false;
-        let mut keep = Vec::new();
-        for m in &recipients {
-            let in_keep_path = state
-                .keeping
-                .contains_key(&(room.clone(), m.info.peer.clone()));
-            if in_keep_path {
-                keep.push(m.info.peer.clone());
-                inner.metrics.relayed_in(room.space(), kind, bytes);
-                continue;
-            }
-            match m.session {
-                Some(to) if to.node() == inner.node => {
-                    inner
-                        .delivery
-                        .deliver(to, Outbound::Frame(Frame::Shared(text.clone())));
-                }
-                Some(_) => remote = true,
-                None if m.detached => keep.push(m.info.peer.clone()),
-                None => {}
-            }
-            inner.metrics.relayed_in(room.space(), kind, bytes);
+        if state.replicas.contains_key(room) {
+            return inner
+                .hand_over(state, room, None, target, frame, kind)
+                .map_err(|_| RelayError::UnknownPeer);
         }
-        let count = recipients.len();
         drop(state);
-        if !keep.is_empty() {
-            let mut state = inner.state.lock().unwrap();
-            for peer in &keep {
-                *state
-                    .keeping
-                    .entry((room.clone(), peer.clone()))
-                    .or_default() += 1;
-            }
-        }
-        if remote {
-            inner.publish(
-                channel(room),
-                &Bus::Relay {
-                    o: inner.node,
-                    key: room.as_str().to_owned(),
-                    from: session.0,
-                    to: match target {
-                        Target::Peer(p) => Some(p.to_owned()),
-                        Target::Others => None,
-                    },
-                    kind: kind.to_owned(),
-                    frame: text.to_string(),
+        // No member here, so no replica to check against: the nodes that hold the room's
+        // members hand it over (to nobody if the target is not there). How many got it is
+        // not known here.
+        let text = match &frame {
+            Frame::Owned(t) => t.clone(),
+            Frame::Shared(t) => t.to_string(),
+        };
+        inner.publish(
+            channel(room),
+            &Bus::Relay {
+                o: inner.node,
+                key: room.as_str().to_owned(),
+                from: NO_SENDER.0,
+                to: match target {
+                    Target::Peer(p) => Some(p.to_owned()),
+                    Target::Others => None,
                 },
-            );
-        }
-        for peer in keep {
-            inner.queue(Outgoing::Keep {
-                key: room.clone(),
-                peer,
-                frame: text.to_string(),
-            });
-        }
-        Ok(Relayed { recipients: count })
+                kind: kind.to_owned(),
+                frame: text,
+            },
+        );
+        Ok(Relayed { recipients: 0 })
     }
 
     fn close_room(&self, room: &RoomKey, end: RoomEnd) -> RoomsFuture<'_, usize> {

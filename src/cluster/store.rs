@@ -8,6 +8,10 @@
 //!   `:members` (a list, accept order) and `:codes`; `sp:device:<id>:rooms|codes` index a
 //!   device's rooms and codes for purges; `sp:tomb:<roomid>` remembers a deleted room for
 //!   [`ROOM_TOMBSTONE_TTL`].
+//! - `sp:ds:<code>`: a DropSilk room as JSON, expiring natively `DROPSILK_ROOM_TTL_SECS` after
+//!   its last use. Its operations are the ones [`dropsilk`] writes once for every store: read
+//!   the room, apply the operation in Rust, write it back only if nobody changed it meanwhile
+//!   (a compare-and-set script), else read again and retry.
 //!
 //! Every change is one Lua script, so it is atomic with respect to every other change from any
 //! node: of concurrent accepts of one code, exactly one creates the room. Acknowledged means
@@ -15,8 +19,10 @@
 //! `appendfsync always`, a script's writes are on disk before the node answers.
 
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use super::{Redis, RedisError};
+use crate::db::dropsilk::{self, Fate};
 use crate::db::{
     Acceptance, Accepted, Checked, Created, Creator, Millis, PairingStore, Pending, Purged,
     ROOM_TOMBSTONE_TTL, Room, RoomLookup, StoreError, StoreFuture, Swept, now_millis,
@@ -35,6 +41,21 @@ static BURY: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("lua/bury_rooms.lua")));
 static SWEEP: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("lua/sweep.lua")));
+/// KEYS[1] a key; ARGV[1] the value it must still have ('' if absent); ARGV[2] the new value
+/// ('' deletes it); ARGV[3] its time to live in ms. 1 if written, 0 if it had changed.
+static COMPARE_AND_SET: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        "local now = redis.call('GET', KEYS[1]) or '' \
+         if now ~= ARGV[1] then return 0 end \
+         if ARGV[2] == '' then redis.call('DEL', KEYS[1]) \
+         else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end \
+         return 1",
+    )
+});
+
+/// Attempts of one DropSilk operation against concurrent changes of the same room (two
+/// participants at most, so a second attempt almost always does it).
+const DROPSILK_ATTEMPTS: usize = 16;
 
 impl From<RedisError> for StoreError {
     fn from(e: RedisError) -> Self {
@@ -53,6 +74,59 @@ impl RedisStore {
     pub fn new(redis: Redis) -> Self {
         Self { redis }
     }
+}
+
+impl RedisStore {
+    /// Runs `op` on the live DropSilk room of `code` with its expiry slid to `ttl` from now, and
+    /// stores what becomes of it unless the room changed meanwhile (then reads it again).
+    async fn with_dropsilk_room<T>(
+        &self,
+        code: &str,
+        ttl: Duration,
+        op: impl dropsilk::Op<T>,
+    ) -> Result<T, StoreError> {
+        let key = dropsilk_key(code);
+        let ttl_ms = ttl.as_millis().max(1).to_string();
+        for _ in 0..DROPSILK_ATTEMPTS {
+            let stored: Option<String> = self.redis.query(redis::cmd("GET").arg(&key)).await?;
+            let room = match &stored {
+                None => None,
+                Some(json) => {
+                    let mut room: dropsilk::Room = serde_json::from_str(json)
+                        .map_err(|e| StoreError::Internal(format!("stored DropSilk room: {e}")))?;
+                    room.expires_at = expiry(ttl);
+                    Some(room)
+                }
+            };
+            let (answer, fate) = op(room);
+            let new = match fate {
+                Fate::Keep => return Ok(answer),
+                Fate::Save(room) => serde_json::to_string(&room)
+                    .map_err(|e| StoreError::Internal(format!("DropSilk room: {e}")))?,
+                Fate::Delete => String::new(),
+            };
+            let old = stored.unwrap_or_default();
+            let written: i64 = self
+                .redis
+                .script(&COMPARE_AND_SET, &[&key], &[&old, &new, &ttl_ms])
+                .await?;
+            if written == 1 {
+                return Ok(answer);
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "a DropSilk room changed {DROPSILK_ATTEMPTS} times during one operation"
+        )))
+    }
+}
+
+fn dropsilk_key(code: &str) -> String {
+    format!("sp:ds:{code}")
+}
+
+/// `ttl` from now, in store units.
+fn expiry(ttl: Duration) -> Millis {
+    now_millis().saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn stored_room_id(s: &str) -> Result<RoomId, StoreError> {
@@ -253,6 +327,79 @@ impl PairingStore for RedisStore {
                 unaccepted,
             })
         })
+    }
+
+    fn dropsilk_create(
+        &self,
+        code: String,
+        host: dropsilk::NewParticipant,
+        ttl: Duration,
+    ) -> StoreFuture<Option<dropsilk::Room>> {
+        let redis = self.redis.clone();
+        Box::pin(async move {
+            let room = dropsilk::Room::new(code, host, expiry(ttl));
+            let json = serde_json::to_string(&room)
+                .map_err(|e| StoreError::Internal(format!("DropSilk room: {e}")))?;
+            // An expired room of that code is gone already (native expiry).
+            let mut set = redis::cmd("SET");
+            set.arg(dropsilk_key(&room.code))
+                .arg(json)
+                .arg("PX")
+                .arg(ttl.as_millis().max(1) as u64)
+                .arg("NX");
+            let stored: Option<String> = redis.query(&set).await?;
+            Ok(stored.map(|_| room))
+        })
+    }
+
+    fn dropsilk_join(
+        &self,
+        code: String,
+        guest: dropsilk::NewParticipant,
+        ttl: Duration,
+    ) -> StoreFuture<dropsilk::Joined> {
+        let store = self.clone();
+        let op = dropsilk::join_op(guest);
+        Box::pin(async move { store.with_dropsilk_room(&code, ttl, op).await })
+    }
+
+    fn dropsilk_room(
+        &self,
+        code: String,
+        participant: String,
+        ttl: Duration,
+    ) -> StoreFuture<Option<dropsilk::Room>> {
+        let store = self.clone();
+        let op = dropsilk::read_op(participant);
+        Box::pin(async move { store.with_dropsilk_room(&code, ttl, op).await })
+    }
+
+    fn dropsilk_change(
+        &self,
+        code: String,
+        participant: String,
+        change: dropsilk::Change,
+        ttl: Duration,
+    ) -> StoreFuture<dropsilk::Changed> {
+        let store = self.clone();
+        let op = dropsilk::change_op(participant, change);
+        Box::pin(async move { store.with_dropsilk_room(&code, ttl, op).await })
+    }
+
+    fn dropsilk_remove(
+        &self,
+        code: String,
+        participant: String,
+        ttl: Duration,
+    ) -> StoreFuture<dropsilk::Removed> {
+        let store = self.clone();
+        let op = dropsilk::remove_op(participant);
+        Box::pin(async move { store.with_dropsilk_room(&code, ttl, op).await })
+    }
+
+    /// Redis expires DropSilk rooms itself: nothing to sweep.
+    fn dropsilk_sweep(&self, _now: Millis) -> StoreFuture<usize> {
+        Box::pin(std::future::ready(Ok(0)))
     }
 }
 

@@ -246,6 +246,24 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=604_800))]
     pub octatecode_token_ttl_secs: u64,
 
+    /// Port of the DropSilk dialect (its WebSocket on every path, and its HTTP room API);
+    /// unset: off. Needs the pairing store (`USE_SQLITE`, or `REDIS_URL`): its rooms are kept there.
+    #[arg(long = "dropsilk-port", env = "DROPSILK_PORT")]
+    pub dropsilk_port: Option<u16>,
+
+    /// Seconds a DropSilk room lives after it was last read or written (every poll slides it):
+    /// 30 minutes, the original's `ROOM_TTL_MINUTES`, long enough for a transfer to be set up
+    /// while both sides poll every second.
+    #[arg(long = "dropsilk-room-ttl-secs", env = "DROPSILK_ROOM_TTL_SECS", default_value_t = 1800,
+          value_parser = clap::value_parser!(u64).range(1..=7 * 24 * 3600))]
+    pub dropsilk_room_ttl_secs: u64,
+
+    /// A local port whose origins (`http://localhost:N`, `http://127.0.0.1:N`) the DropSilk
+    /// dialect allows besides `ALLOWED_ORIGINS`, for the web app's dev server (the original's
+    /// `--allow-local-port`). Only matters when `ALLOWED_ORIGINS` is set.
+    #[arg(long = "dropsilk-allow-local-port", env = "DROPSILK_ALLOW_LOCAL_PORT")]
+    pub dropsilk_allow_local_port: Option<u16>,
+
     /// Abuse limits.
     #[command(flatten)]
     pub limits: Limits,

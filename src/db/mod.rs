@@ -6,7 +6,9 @@
 //! ([`StoreError::Unavailable`]: try again later) and never name a driver type.
 //!
 //! - [`sqlite`]: embedded SQLite (read pool, one writer thread, migrations from `sql/`).
+//! - [`dropsilk`]: DropSilk's durable rooms (the dropsilk dialect) and what each change does.
 
+pub mod dropsilk;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -86,6 +88,57 @@ pub trait PairingStore: Send + Sync + 'static {
 
     /// Deletes codes that expired at or before `now` (and tombstones past their time).
     fn sweep(&self, now: Millis) -> StoreFuture<Swept>;
+
+    /// DropSilk: creates a room with its host, expiring `ttl` from now, unless a live room has
+    /// the code (`None`: the caller tries another). An expired room of that code is replaced.
+    fn dropsilk_create(
+        &self,
+        code: String,
+        host: dropsilk::NewParticipant,
+        ttl: Duration,
+    ) -> StoreFuture<Option<dropsilk::Room>>;
+
+    /// DropSilk: takes a guest into the live room of `code` (see [`dropsilk::Room::join`]) and
+    /// slides its expiry to `ttl` from now.
+    fn dropsilk_join(
+        &self,
+        code: String,
+        guest: dropsilk::NewParticipant,
+        ttl: Duration,
+    ) -> StoreFuture<dropsilk::Joined>;
+
+    /// DropSilk: the live room of `code`, if `participant` is in it, with its expiry slid to
+    /// `ttl` from now (every look at a room keeps it alive).
+    fn dropsilk_room(
+        &self,
+        code: String,
+        participant: String,
+        ttl: Duration,
+    ) -> StoreFuture<Option<dropsilk::Room>>;
+
+    /// DropSilk: applies a participant's change (see [`dropsilk::Room::apply`]) and slides the
+    /// expiry.
+    fn dropsilk_change(
+        &self,
+        code: String,
+        participant: String,
+        change: dropsilk::Change,
+        ttl: Duration,
+    ) -> StoreFuture<dropsilk::Changed>;
+
+    /// DropSilk: takes out a participant whose connection closed (see
+    /// [`dropsilk::Room::remove`]): the room is deleted when its host leaves alone, else its
+    /// expiry slides.
+    fn dropsilk_remove(
+        &self,
+        code: String,
+        participant: String,
+        ttl: Duration,
+    ) -> StoreFuture<dropsilk::Removed>;
+
+    /// DropSilk: deletes rooms that expired at or before `now`; returns how many. Every other
+    /// method treats them as absent already.
+    fn dropsilk_sweep(&self, now: Millis) -> StoreFuture<usize>;
 }
 
 /// A pending code as created.

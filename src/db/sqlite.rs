@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+use super::dropsilk::{self, Changed, Fate, Joined, Removed};
 use super::{
     Acceptance, Accepted, Checked, Created, Creator, Millis, PairingStore, Pending, Purged,
     ROOM_TOMBSTONE_TTL, Room, RoomLookup, StoreError, StoreFuture, Swept, now_millis,
@@ -468,6 +469,175 @@ impl SqliteStore {
     }
 }
 
+/// DropSilk's rooms: each operation loads the live room, applies the change written in
+/// [`dropsilk`], and saves it, in one `IMMEDIATE` transaction on the writer.
+impl SqliteStore {
+    /// Runs `f` on the live room of `code` (its expiry already slid to `ttl` from now) in one
+    /// transaction; `f` returns the answer and what becomes of the room.
+    async fn with_dropsilk_room<T, F>(
+        &self,
+        code: String,
+        ttl: Duration,
+        f: F,
+    ) -> Result<T, SqlError>
+    where
+        T: Send + 'static,
+        F: dropsilk::Op<T>,
+    {
+        self.with_writer(move |c| {
+            let now = now_millis();
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let room = load_dropsilk_room(&tx, &code, now)?.map(|mut room| {
+                room.expires_at = expiry(now, ttl);
+                room
+            });
+            let (answer, fate) = f(room);
+            match fate {
+                Fate::Keep => {}
+                Fate::Save(room) => save_dropsilk_room(&tx, &room)?,
+                Fate::Delete => {
+                    tx.execute("DELETE FROM dropsilk_rooms WHERE code = ?1", params![code])?;
+                }
+            }
+            tx.commit()?;
+            Ok(answer)
+        })
+        .await
+    }
+
+    async fn dropsilk_create_room(
+        &self,
+        code: String,
+        host: dropsilk::NewParticipant,
+        ttl: Duration,
+    ) -> Result<Option<dropsilk::Room>, SqlError> {
+        self.with_writer(move |c| {
+            let now = now_millis();
+            let room = dropsilk::Room::new(code, host, expiry(now, ttl));
+            let inserted = c
+                .prepare_cached(
+                    "INSERT INTO dropsilk_rooms (code, host_id, host_name, created_at, expires_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (code) DO UPDATE SET
+                         host_id = excluded.host_id, host_name = excluded.host_name,
+                         host_ready = 0, host_file_count = 0, host_total_bytes = 0,
+                         host_screen_share = 0, host_chat = 0,
+                         guest_id = NULL, guest_name = NULL, guest_ready = 0,
+                         guest_file_count = 0, guest_total_bytes = 0,
+                         guest_screen_share = 0, guest_chat = 0,
+                         created_at = excluded.created_at, expires_at = excluded.expires_at
+                     WHERE dropsilk_rooms.expires_at <= ?4",
+                )?
+                .execute(params![
+                    room.code,
+                    room.host.id,
+                    room.host.name,
+                    now,
+                    room.expires_at
+                ])?;
+            Ok((inserted == 1).then_some(room))
+        })
+        .await
+    }
+
+    async fn dropsilk_sweep_rooms(&self, now: Millis) -> Result<usize, SqlError> {
+        self.with_writer(move |c| {
+            Ok(c.execute(
+                "DELETE FROM dropsilk_rooms WHERE expires_at <= ?1",
+                params![now],
+            )?)
+        })
+        .await
+    }
+}
+
+/// `ttl` from `now`, in store units.
+fn expiry(now: Millis, ttl: Duration) -> Millis {
+    now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The live DropSilk room of `code`.
+fn load_dropsilk_room(
+    c: &Connection,
+    code: &str,
+    now: Millis,
+) -> Result<Option<dropsilk::Room>, SqlError> {
+    let participant =
+        |r: &rusqlite::Row<'_>, at: usize| -> rusqlite::Result<Option<dropsilk::Participant>> {
+            let id: Option<String> = r.get(at)?;
+            let Some(id) = id else { return Ok(None) };
+            let file_count: i64 = r.get(at + 3)?;
+            Ok(Some(dropsilk::Participant {
+                id,
+                name: r.get::<_, Option<String>>(at + 1)?.unwrap_or_default(),
+                ready: r.get(at + 2)?,
+                file_count: u64::try_from(file_count).unwrap_or_default(),
+                total_bytes: r.get(at + 4)?,
+                screen_share: r.get(at + 5)?,
+                chat: r.get(at + 6)?,
+            }))
+        };
+    let row = c
+        .prepare_cached(
+            "SELECT host_id, host_name, host_ready, host_file_count, host_total_bytes,
+                    host_screen_share, host_chat,
+                    guest_id, guest_name, guest_ready, guest_file_count, guest_total_bytes,
+                    guest_screen_share, guest_chat, expires_at
+             FROM dropsilk_rooms WHERE code = ?1 AND expires_at > ?2",
+        )?
+        .query_row(params![code, now], |r| {
+            Ok((
+                participant(r, 0)?,
+                participant(r, 7)?,
+                r.get::<_, Millis>(14)?,
+            ))
+        })
+        .optional()?;
+    Ok(row.and_then(|(host, guest, expires_at)| {
+        Some(dropsilk::Room {
+            code: code.to_owned(),
+            host: host?,
+            guest,
+            expires_at,
+        })
+    }))
+}
+
+/// Writes a DropSilk room's participants and expiry back.
+fn save_dropsilk_room(c: &Connection, room: &dropsilk::Room) -> Result<(), SqlError> {
+    let h = &room.host;
+    let g = room.guest.as_ref();
+    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    c.prepare_cached(
+        "UPDATE dropsilk_rooms SET
+             host_id = ?2, host_name = ?3, host_ready = ?4, host_file_count = ?5,
+             host_total_bytes = ?6, host_screen_share = ?7, host_chat = ?8,
+             guest_id = ?9, guest_name = ?10, guest_ready = ?11, guest_file_count = ?12,
+             guest_total_bytes = ?13, guest_screen_share = ?14, guest_chat = ?15,
+             expires_at = ?16
+         WHERE code = ?1",
+    )?
+    .execute(params![
+        room.code,
+        h.id,
+        h.name,
+        h.ready,
+        count(h.file_count),
+        h.total_bytes,
+        h.screen_share,
+        h.chat,
+        g.map(|g| g.id.as_str()),
+        g.map(|g| g.name.as_str()),
+        g.is_some_and(|g| g.ready),
+        g.map_or(0, |g| count(g.file_count)),
+        g.map_or(0.0, |g| g.total_bytes),
+        g.is_some_and(|g| g.screen_share),
+        g.is_some_and(|g| g.chat),
+        room.expires_at,
+    ])?;
+    Ok(())
+}
+
 /// The writer thread: runs write jobs in arrival order until every [`Store`] is dropped.
 fn run_writer(mut conn: Connection, mut jobs: mpsc::Receiver<WriteJob>) {
     while let Some(job) = jobs.blocking_recv() {
@@ -636,5 +806,225 @@ impl PairingStore for SqliteStore {
     fn sweep(&self, now: Millis) -> StoreFuture<Swept> {
         let store = self.clone();
         Box::pin(async move { Ok(store.sweep_expired(now).await?) })
+    }
+
+    fn dropsilk_create(
+        &self,
+        code: String,
+        host: dropsilk::NewParticipant,
+        ttl: Duration,
+    ) -> StoreFuture<Option<dropsilk::Room>> {
+        let store = self.clone();
+        Box::pin(async move { Ok(store.dropsilk_create_room(code, host, ttl).await?) })
+    }
+
+    fn dropsilk_join(
+        &self,
+        code: String,
+        guest: dropsilk::NewParticipant,
+        ttl: Duration,
+    ) -> StoreFuture<Joined> {
+        let store = self.clone();
+        let op = dropsilk::join_op(guest);
+        Box::pin(async move { Ok(store.with_dropsilk_room(code, ttl, op).await?) })
+    }
+
+    fn dropsilk_room(
+        &self,
+        code: String,
+        participant: String,
+        ttl: Duration,
+    ) -> StoreFuture<Option<dropsilk::Room>> {
+        let store = self.clone();
+        let op = dropsilk::read_op(participant);
+        Box::pin(async move { Ok(store.with_dropsilk_room(code, ttl, op).await?) })
+    }
+
+    fn dropsilk_change(
+        &self,
+        code: String,
+        participant: String,
+        change: dropsilk::Change,
+        ttl: Duration,
+    ) -> StoreFuture<Changed> {
+        let store = self.clone();
+        let op = dropsilk::change_op(participant, change);
+        Box::pin(async move { Ok(store.with_dropsilk_room(code, ttl, op).await?) })
+    }
+
+    fn dropsilk_remove(
+        &self,
+        code: String,
+        participant: String,
+        ttl: Duration,
+    ) -> StoreFuture<Removed> {
+        let store = self.clone();
+        let op = dropsilk::remove_op(participant);
+        Box::pin(async move { Ok(store.with_dropsilk_room(code, ttl, op).await?) })
+    }
+
+    fn dropsilk_sweep(&self, now: Millis) -> StoreFuture<usize> {
+        let store = self.clone();
+        Box::pin(async move { Ok(store.dropsilk_sweep_rooms(now).await?) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::dropsilk::{Change, NewParticipant, Role};
+
+    const TTL: Duration = Duration::from_secs(1800);
+
+    fn person(id: &str) -> NewParticipant {
+        NewParticipant {
+            id: id.into(),
+            name: format!("{id} name"),
+        }
+    }
+
+    async fn store() -> (SqliteStore, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
+        (store, dir)
+    }
+
+    #[tokio::test]
+    async fn a_dropsilk_room_is_created_joined_read_changed_and_left() {
+        let (store, _dir) = store().await;
+        let created = store
+            .dropsilk_create("ABC234".into(), person("host"), TTL)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(created.expires_at > now_millis() + 1_700_000);
+        assert_eq!(
+            store
+                .dropsilk_create("ABC234".into(), person("other"), TTL)
+                .await
+                .unwrap(),
+            None,
+            "a live code is not given twice"
+        );
+        let Joined::Room(joined) = store
+            .dropsilk_join("ABC234".into(), person("guest"), TTL)
+            .await
+            .unwrap()
+        else {
+            panic!("not joined");
+        };
+        assert_eq!(joined.role_of("guest"), Some(Role::Guest));
+        assert_eq!(
+            store
+                .dropsilk_join("ABC234".into(), person("third"), TTL)
+                .await
+                .unwrap(),
+            Joined::Full
+        );
+        assert_eq!(
+            store
+                .dropsilk_join("ZZZ234".into(), person("x"), TTL)
+                .await
+                .unwrap(),
+            Joined::NotFound
+        );
+        let change = Change::Ready {
+            file_count: 2,
+            total_bytes: 2048.5,
+        };
+        let Changed::Room(changed) = store
+            .dropsilk_change("ABC234".into(), "guest".into(), change, TTL)
+            .await
+            .unwrap()
+        else {
+            panic!("not changed");
+        };
+        let read = store
+            .dropsilk_room("ABC234".into(), "host".into(), TTL)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(read.guest, changed.guest);
+        assert_eq!(read.guest.as_ref().unwrap().total_bytes, 2048.5);
+        assert_eq!(
+            store
+                .dropsilk_room("ABC234".into(), "stranger".into(), TTL)
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            store
+                .dropsilk_remove("ABC234".into(), "host".into(), TTL)
+                .await
+                .unwrap(),
+            Removed::HostReplacedByGuest
+        );
+        let promoted = store
+            .dropsilk_room("ABC234".into(), "guest".into(), TTL)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(promoted.host.id, "guest");
+        assert!(promoted.host.ready);
+        assert_eq!(
+            store
+                .dropsilk_remove("ABC234".into(), "guest".into(), TTL)
+                .await
+                .unwrap(),
+            Removed::Room
+        );
+        assert_eq!(
+            store
+                .dropsilk_room("ABC234".into(), "guest".into(), TTL)
+                .await
+                .unwrap(),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn an_expired_dropsilk_room_is_gone_its_code_free_and_swept() {
+        let (store, _dir) = store().await;
+        let short = Duration::from_millis(1);
+        store
+            .dropsilk_create("EXP234".into(), person("host"), short)
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            store
+                .dropsilk_room("EXP234".into(), "host".into(), TTL)
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            store
+                .dropsilk_join("EXP234".into(), person("guest"), TTL)
+                .await
+                .unwrap(),
+            Joined::NotFound
+        );
+        assert_eq!(store.dropsilk_sweep(now_millis()).await.unwrap(), 1);
+        store
+            .dropsilk_create("OLD234".into(), person("host"), short)
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let reused = store
+            .dropsilk_create("OLD234".into(), person("new host"), TTL)
+            .await
+            .unwrap()
+            .expect("an expired room's code is free again");
+        assert_eq!(reused.host.id, "new host");
+        let read = store
+            .dropsilk_room("OLD234".into(), "new host".into(), TTL)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(read.guest.is_none() && !read.host.ready);
     }
 }

@@ -5,7 +5,12 @@
 //! whatever works for signalpost's own protocol (limits, metrics, cluster mode) works for it.
 //! Each listens on a port of its own (`<DIALECT>_PORT`, unset: off) and logs
 //! `<dialect> listening on <addr>` when it does.
+//!
+//! - [`dropsilk`]: DropSilk (raw WebSocket and an HTTP room API, same-network discovery).
+//! - [`oodaa`]: the Oodaa messenger (presence by user id, relays by user id).
+//! - [`octatecode`]: OctateCode (rooms of peers, an HTTP API, optional signed room tokens).
 
+pub mod dropsilk;
 pub mod octatecode;
 pub mod oodaa;
 
@@ -44,6 +49,9 @@ pub async fn start(state: &AppState, ctx: &ListenerContext) -> std::io::Result<V
     if let Some(port) = config.octatecode_port {
         let service = octatecode::service(state);
         started.push(serve_on(octatecode::NAME, state, port, service, ctx).await?);
+    }
+    if let Some(port) = config.dropsilk_port {
+        started.push(dropsilk::serve(state, port, ctx).await?);
     }
     Ok(started)
 }

@@ -124,11 +124,17 @@ impl Limiters {
         peer: Option<std::net::SocketAddr>,
         forwarded_for: Option<&str>,
     ) -> ClientKey {
-        ClientKey::of(client::client_ip(
-            peer,
-            forwarded_for,
-            &self.trusted_proxies,
-        ))
+        ClientKey::of(self.client_ip(peer, forwarded_for))
+    }
+
+    /// The address of the client behind a request: the socket peer, or what trusted proxies
+    /// say it is (see [`client::client_ip`]).
+    pub fn client_ip(
+        &self,
+        peer: Option<std::net::SocketAddr>,
+        forwarded_for: Option<&str>,
+    ) -> std::net::IpAddr {
+        client::client_ip(peer, forwarded_for, &self.trusted_proxies)
     }
 
     /// The REST (and operator endpoint) rate per client.

@@ -40,7 +40,13 @@ pub mod errors {
     pub const INVALID_CANDIDATE: &str = "Invalid candidate";
     /// A database failure while checking membership.
     pub const INTERNAL: &str = "Internal error";
+    /// `discover` with a `name` that is not a string of 1 to [`MAX_NAME_CHARS`](super::MAX_NAME_CHARS)
+    /// characters.
+    pub const INVALID_NAME: &str = "Invalid name";
 }
+
+/// Longest display name `discover` takes, in characters: a device or user name, not a text.
+pub const MAX_NAME_CHARS: usize = 64;
 
 /// Kinds of message relayed between the two members of a room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -119,6 +125,11 @@ pub enum ClientMessage<'a> {
     LeaveRoom,
     /// `ping` (application level; WebSocket pings are separate).
     Ping,
+    /// `discover`: be listed to, and list, the other discovering sessions on this network.
+    Discover {
+        /// The name the others see (trimmed), if any.
+        name: Option<String>,
+    },
     /// A message for the peer.
     Relay(Relay<'a>),
 }
@@ -152,6 +163,9 @@ pub enum ParseError {
     /// `resume` without a string `token`.
     #[error("Resume failed")]
     InvalidToken,
+    /// `discover` with a bad `name`.
+    #[error("Invalid name")]
+    InvalidName,
 }
 
 /// Every field any message may have, as raw JSON, so one pass over the frame suffices and the
@@ -184,6 +198,8 @@ struct Envelope<'a> {
     resumable: Option<&'a RawValue>,
     #[serde(borrow)]
     token: Option<&'a RawValue>,
+    #[serde(borrow)]
+    name: Option<&'a RawValue>,
 }
 
 impl<'a> Envelope<'a> {
@@ -275,6 +291,20 @@ impl<'a> ClientMessage<'a> {
                 Ok(ClientMessage::Resume { token })
             }
             "leave_room" => Ok(ClientMessage::LeaveRoom),
+            "discover" => {
+                let name = match envelope.name.filter(|r| !is_null(r)) {
+                    None => None,
+                    Some(raw) => {
+                        let name = raw_str(raw).ok_or(ParseError::InvalidName)?;
+                        let name = name.trim();
+                        if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+                            return Err(ParseError::InvalidName);
+                        }
+                        Some(name.to_owned())
+                    }
+                };
+                Ok(ClientMessage::Discover { name })
+            }
             "ping" => Ok(ClientMessage::Ping),
             "webrtc_offer" => relay(RelayKind::Offer),
             "webrtc_answer" => relay(RelayKind::Answer),
@@ -434,6 +464,9 @@ pub enum ServerMessage {
         user_count: usize,
         /// Whether the receiver makes the offer.
         is_initiator: bool,
+        /// Whether the two are on the same network (same public address, or same private
+        /// subnet), so a direct connection is likely (new).
+        same_network: bool,
     },
     /// To the other members of a room of more than two when someone joins (new).
     #[serde(rename_all = "camelCase")]
@@ -444,6 +477,14 @@ pub enum ServerMessage {
         peer_id: String,
         /// Members now.
         user_count: usize,
+        /// Whether the joiner is on the receiver's network (new).
+        same_network: bool,
+    },
+    /// To a session that sent `discover`: the other discovering sessions on its network, sent
+    /// again whenever the list changes (new).
+    PeersOnNetwork {
+        /// Everyone else on the network who asked to be discoverable, in arrival order.
+        peers: Vec<NetworkPeer>,
     },
     /// Answer to a join of a full room.
     #[serde(rename_all = "camelCase")]
@@ -526,6 +567,16 @@ pub enum ServerMessage {
     Pong,
     /// The server is stopping; a close frame (1001) follows.
     ServerShutdown,
+}
+
+/// A session on the same network, as `peers_on_network` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPeer {
+    /// Its id (what `to` addresses once both are in a room).
+    pub peer_id: String,
+    /// The name it gave `discover`, or null.
+    pub name: Option<String>,
 }
 
 impl Serialize for RoomId {
@@ -700,6 +751,52 @@ mod tests {
             panic!()
         };
         assert_eq!(odd.addressee(), Addressee::Invalid("7".into()));
+    }
+
+    #[test]
+    fn discover_takes_an_optional_trimmed_name() {
+        match ClientMessage::parse(r#"{"type":"discover","name":"  Kitchen laptop "}"#) {
+            Ok(ClientMessage::Discover { name }) => {
+                assert_eq!(name.as_deref(), Some("Kitchen laptop"));
+            }
+            other => panic!("{other:?}"),
+        }
+        for text in [
+            r#"{"type":"discover"}"#,
+            r#"{"type":"discover","name":null}"#,
+        ] {
+            assert!(matches!(
+                ClientMessage::parse(text),
+                Ok(ClientMessage::Discover { name: None })
+            ));
+        }
+        let long = format!(r#"{{"type":"discover","name":"{}"}}"#, "n".repeat(65));
+        for bad in [
+            r#"{"type":"discover","name":""}"#,
+            r#"{"type":"discover","name":"   "}"#,
+            r#"{"type":"discover","name":7}"#,
+            long.as_str(),
+        ] {
+            assert_eq!(
+                ClientMessage::parse(bad).unwrap_err(),
+                ParseError::InvalidName,
+                "{bad}"
+            );
+        }
+        let v: Value = serde_json::from_str(
+            &ServerMessage::PeersOnNetwork {
+                peers: vec![NetworkPeer {
+                    peer_id: "p".into(),
+                    name: None,
+                }],
+            }
+            .to_json(),
+        )
+        .unwrap();
+        assert_eq!(
+            v,
+            json!({"type":"peers_on_network","peers":[{"peerId":"p","name":null}]})
+        );
     }
 
     #[test]

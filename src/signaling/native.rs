@@ -1,20 +1,27 @@
 //! signalpost's own protocol (docs/protocol.md), spoken on the main port: `join_room`,
-//! `leave_room`, relayed offers, answers, candidates and messages, `resume`, and `ping`. A thin
-//! translation onto the rooms core: rooms live in space `s`, members are known by their
-//! clientId (or, after a resume, by the clientId of the session they resumed).
+//! `leave_room`, relayed offers, answers, candidates and messages, `resume`, `ping`, and the
+//! opt-in `discover`. A thin translation onto the rooms core: rooms live in space `s`, members
+//! are known by their clientId (or, after a resume, by the clientId of the session they
+//! resumed), and carry their network group, so `room_ready` and `peer_joined` can say whether
+//! the peers share a network. `discover` puts the session in its network's lobby
+//! ([`super::rooms::network`]), whose member list it receives as `peers_on_network`.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::Signaling;
 use super::rooms::{
     Capacity, Departure, JoinOutcome, JoinRequest, LeaveReason, MemberInfo, PeerId, Rejoin,
-    RelayError, ResumeTicket, RoomEvent, RoomKey, RoomOptions, SessionId, Target, new_resume_token,
+    RelayError, ResumeTicket, RoomEvent, RoomKey, RoomOptions, SessionId, Target, network,
+    new_resume_token,
 };
 use super::session::{End, Flow, Protocol, Replies};
 use crate::db::{RoomLookup, StoreError};
 use crate::ids::{ClientId, DeviceId, RoomId};
 use crate::protocol::rest::DEFAULT_CAPACITY;
-use crate::protocol::ws::{self, Addressee, ClientMessage, ParseError, ServerMessage, errors};
+use crate::protocol::ws::{
+    self, Addressee, ClientMessage, NetworkPeer, ParseError, ServerMessage, errors,
+};
 
 /// The error text of a message refused for rate.
 pub const RATE_LIMITED: &str = "rate_limited";
@@ -61,6 +68,10 @@ pub struct Native {
     /// What a new session presents to resume this one's place.
     resume_token: Arc<str>,
     room: Option<Current>,
+    /// The network group of the client's address (compared, never shown).
+    network: Arc<str>,
+    /// Since `discover`: who this session is in its network's lobby.
+    discovered: Option<MemberInfo>,
     /// No message handled yet: `resume` is only accepted first.
     fresh: bool,
     /// Set once the session has left its rooms (see [`Native::finish`]).
@@ -68,8 +79,8 @@ pub struct Native {
 }
 
 impl Native {
-    /// A session registered as `session`.
-    pub fn new(signaling: Arc<Signaling>, session: SessionId) -> Self {
+    /// A session registered as `session`, of a client at address `ip`.
+    pub fn new(signaling: Arc<Signaling>, session: SessionId, ip: IpAddr) -> Self {
         let client = ClientId::generate();
         Self {
             signaling,
@@ -78,6 +89,8 @@ impl Native {
             client,
             resume_token: new_resume_token(),
             room: None,
+            network: network::network_group(ip),
+            discovered: None,
             fresh: true,
             finished: false,
         }
@@ -100,6 +113,80 @@ impl Native {
             log::warn!("session {}: leaving its rooms failed: {e}", self.client);
         }
         self.signaling.delivery().unregister(self.session);
+    }
+
+    /// Who this session is to the others of its rooms: its peer id and network group.
+    fn member_info(&self) -> MemberInfo {
+        MemberInfo {
+            network: Some(self.network.clone()),
+            ..MemberInfo::peer(self.peer.clone())
+        }
+    }
+
+    /// Whether `member` is on this session's network.
+    fn same_network(&self, member: &MemberInfo) -> bool {
+        self.member_info().same_network(member)
+    }
+
+    /// `discover`: into the network's lobby under `name` (or again under a new name). The list
+    /// comes as the lobby's `Joined` event; a repeat with the same name sends it again.
+    async fn discover(&mut self, name: Option<String>) -> Option<ServerMessage> {
+        let member = MemberInfo {
+            name: name.map(Arc::from),
+            ..self.member_info()
+        };
+        let rooms = self.signaling.rooms();
+        let lobby = network::lobby(SPACE, &self.network);
+        if let Some(before) = &self.discovered
+            && *before != member
+        {
+            // A new name: the others see the session leave and come back under it.
+            if let Err(e) = rooms.leave(self.session, &lobby).await {
+                log::error!("leaving the network lobby failed: {e}");
+                return Some(ServerMessage::error(errors::INTERNAL));
+            }
+            self.discovered = None;
+        }
+        let request = network::join_request(self.session, SPACE, member.clone(), rooms.epoch())?;
+        match rooms.join(request).await {
+            Ok(_) => {
+                self.discovered = Some(member);
+                None
+            }
+            Err(e) => {
+                log::error!("joining the network lobby failed: {e}");
+                Some(ServerMessage::error(errors::INTERNAL))
+            }
+        }
+    }
+
+    /// `peers_on_network` from a lobby's member list.
+    fn peers_on_network<'a>(&self, members: impl Iterator<Item = &'a MemberInfo>) -> String {
+        let me = self.discovered.as_ref().map(|m| m.peer.clone());
+        let peers = members
+            .filter(|m| Some(&m.peer) != me.as_ref())
+            .map(|m| NetworkPeer {
+                peer_id: m.peer.to_string(),
+                name: m.name.as_deref().map(str::to_owned),
+            })
+            .collect();
+        ServerMessage::PeersOnNetwork { peers }.to_json()
+    }
+
+    /// What a network lobby's event means: the list of the others, when it changed.
+    fn render_lobby(&self, event: &RoomEvent, frames: &mut Replies) {
+        match event {
+            RoomEvent::Joined { peers, .. } => frames.push(self.peers_on_network(peers.iter())),
+            RoomEvent::PeerJoined {
+                members: Some(members),
+                ..
+            }
+            | RoomEvent::PeerLeft {
+                members: Some(members),
+                ..
+            } => frames.push(self.peers_on_network(members.iter())),
+            _ => {}
+        }
     }
 
     /// Whether this device may join this room. Paired rooms (in the store) admit only their
@@ -162,7 +249,7 @@ impl Native {
         let request = JoinRequest {
             session: self.session,
             room: key.clone(),
-            member: MemberInfo::peer(self.peer.clone()),
+            member: self.member_info(),
             options: RoomOptions::room(capacity),
             // A device that comes back replaces its stale session, in its paired room.
             replace_same_device: paired,
@@ -283,6 +370,7 @@ impl Native {
             ClientMessage::LeaveRoom => Some(self.leave().await),
             ClientMessage::Resume { token } => self.resume(&token).await,
             ClientMessage::Ping => Some(ServerMessage::Pong),
+            ClientMessage::Discover { name } => self.discover(name).await,
             ClientMessage::Relay(relay) => self.relay(&relay),
         }
     }
@@ -352,6 +440,10 @@ impl Protocol for Native {
     }
 
     fn render(&mut self, event: &RoomEvent, frames: &mut Replies) -> Flow {
+        if network::is_lobby(event.room()) {
+            self.render_lobby(event, frames);
+            return Flow::Continue;
+        }
         let Some(room) = room_id(event.room()) else {
             return Flow::Continue;
         };
@@ -387,6 +479,7 @@ impl Protocol for Native {
                         message: ws::ROOM_READY_MESSAGE,
                         user_count: count,
                         is_initiator: *first,
+                        same_network: me.same_network(&peers[0]),
                     });
                 }
             }
@@ -397,6 +490,7 @@ impl Protocol for Native {
                 receiver_first,
                 ..
             } => {
+                let same_network = self.same_network(member);
                 if options.capacity == Capacity::Limited(2) {
                     if *count == 2 {
                         say(ServerMessage::RoomReady {
@@ -404,6 +498,7 @@ impl Protocol for Native {
                             message: ws::ROOM_READY_MESSAGE,
                             user_count: *count,
                             is_initiator: *receiver_first,
+                            same_network,
                         });
                     }
                 } else {
@@ -411,6 +506,7 @@ impl Protocol for Native {
                         room_id: room,
                         peer_id: member.peer.to_string(),
                         user_count: *count,
+                        same_network,
                     });
                 }
             }

@@ -2,6 +2,7 @@
 //! connection's buffers are sized deliberately: tungstenite's defaults reserve 128 KiB per socket,
 //! which at tens of thousands of idle connections is most of the server's memory.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use hyper::upgrade::OnUpgrade;
@@ -67,12 +68,14 @@ pub enum UpgradeError {
 }
 
 /// Answers an upgrade request with 101 and starts a session of signalpost's own protocol once
-/// the connection is handed over.
+/// the connection is handed over. `client` is the client's address (through trusted proxies),
+/// for same-network discovery.
 pub fn accept(
     headers: &HeaderMap,
     on_upgrade: Option<OnUpgrade>,
     signaling: Arc<Signaling>,
     slot: Slot,
+    client: IpAddr,
 ) -> Result<Response, UpgradeError> {
     let sessions = signaling.sessions().clone();
     accept_with(
@@ -83,7 +86,7 @@ pub fn accept(
         move |ws| async move {
             // The connection holds its slot until the session ends.
             let _slot = slot;
-            run_native(ws, signaling).await;
+            run_native(ws, signaling, client).await;
         },
     )
 }
@@ -141,12 +144,12 @@ where
 }
 
 /// A session of signalpost's own protocol, from registration to unregistration.
-async fn run_native<S>(ws: WebSocketStream<S>, signaling: Arc<Signaling>)
+async fn run_native<S>(ws: WebSocketStream<S>, signaling: Arc<Signaling>, client: IpAddr)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let (session, mailbox) = signaling.delivery().register(signaling.settings().queue);
-    let mut native = Native::new(signaling.clone(), session);
+    let mut native = Native::new(signaling.clone(), session, client);
     let client = native.client();
     log::debug!("session {client} connected");
     let end = session::run(

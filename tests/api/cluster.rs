@@ -649,3 +649,17 @@ async fn a_node_shut_down_gracefully_tells_peers_on_other_nodes_at_once() {
         "the stopped node left the node set: {stats}"
     );
 }
+
+/// Every dialect is a translation onto the same store and room directory, so its conformance
+/// suite passes unchanged on a cluster node (Redis store and rooms; the suite's servers share
+/// one Redis, as nodes do).
+#[test]
+fn the_dialect_suites_pass_on_cluster_nodes() {
+    let Some(redis) = PrivateRedis::start() else {
+        return;
+    };
+    let url = redis.url();
+    for suite in ["dropsilk.test.mjs", "oodaa.test.mjs", "octatecode.test.mjs"] {
+        crate::node_suites::run_node_suite_with(suite, &[("REDIS_URL", &url)]);
+    }
+}

@@ -4,8 +4,10 @@
 mod abuse;
 mod cluster;
 mod compose_file;
+mod dialect_dropsilk;
 mod dialect_octatecode;
 mod dialect_oodaa;
+mod discovery;
 mod external;
 mod fuzz;
 mod helpers;

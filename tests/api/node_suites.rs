@@ -11,8 +11,13 @@ use crate::external::{REQUIRE_ALL_ENV, require_program};
 
 /// Runs `node --test tests/node/<file>` against this build's binary; panics with its output when
 /// a test fails.
-#[allow(dead_code)] // Each dialect's test calls it; the dialects land one by one.
 pub fn run_node_suite(file: &str) {
+    run_node_suite_with(file, &[]);
+}
+
+/// [`run_node_suite`] with `env` added to the environment of every server the suite starts
+/// (e.g. `REDIS_URL`, to run it on a cluster node).
+pub fn run_node_suite_with(file: &str, env: &[(&str, &str)]) {
     if !require_program("node") {
         return;
     }
@@ -34,6 +39,7 @@ pub fn run_node_suite(file: &str) {
         .args(["--test", "--test-concurrency=1", file])
         .current_dir(&dir)
         .env("SIGNALPOST_BIN", env!("CARGO_BIN_EXE_signalpost"))
+        .envs(env.iter().copied())
         .output()
         .expect("node runs");
     assert!(

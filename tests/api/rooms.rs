@@ -54,7 +54,8 @@ async fn a_room_of_three_fills_with_peer_joined_and_no_room_ready_then_refuses_a
     );
     assert_eq!(
         a.recv().await,
-        json!({"type":"peer_joined","roomId":"trio","peerId":b.client_id,"userCount":2})
+        json!({"type":"peer_joined","roomId":"trio","peerId":b.client_id,"userCount":2,
+               "sameNetwork":true})
     );
     join_with(&mut c, json!({"roomId": "trio"})).await;
     let joined = c.expect("room_joined").await;

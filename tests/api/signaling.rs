@@ -38,11 +38,13 @@ async fn first_member_is_the_initiator_and_both_hear_room_ready() {
     let message = "Both users connected. Ready for WebRTC handshake.";
     assert_eq!(
         a.recv().await,
-        json!({"type":"room_ready","roomId":"room-1","message":message,"userCount":2,"isInitiator":true})
+        json!({"type":"room_ready","roomId":"room-1","message":message,"userCount":2,"isInitiator":true,
+               "sameNetwork":true})
     );
     assert_eq!(
         b.recv().await,
-        json!({"type":"room_ready","roomId":"room-1","message":message,"userCount":2,"isInitiator":false})
+        json!({"type":"room_ready","roomId":"room-1","message":message,"userCount":2,"isInitiator":false,
+               "sameNetwork":true})
     );
 }
 

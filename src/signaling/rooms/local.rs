@@ -620,15 +620,32 @@ impl Inner {
         frame: Frame,
         kind: &'static str,
     ) -> Result<Relayed, RelayError> {
-        let room = state.rooms.get_mut(key).ok_or(RelayError::NotInRoom)?;
+        let room = state.rooms.get(key).ok_or(RelayError::NotInRoom)?;
         let sender = room.position(session).ok_or(RelayError::NotInRoom)?;
+        self.hand_to_members(state, key, Some(sender), target, frame, kind)
+    }
+
+    /// Hands `frame` to the target members of `key` (queued for detached ones), the member at
+    /// `sender` excepted. A detached member that cannot keep more loses its place.
+    fn hand_to_members(
+        &self,
+        state: &mut State,
+        key: &RoomKey,
+        sender: Option<usize>,
+        target: Target<'_>,
+        frame: Frame,
+        kind: &'static str,
+    ) -> Result<Relayed, RelayError> {
+        let room = state.rooms.get_mut(key).ok_or(RelayError::UnknownPeer)?;
         let recipients: Vec<usize> = match target {
             Target::Peer(peer) => match room.position_of_peer(peer) {
-                Some(i) if i != sender => vec![i],
+                Some(i) if Some(i) != sender => vec![i],
                 _ => return Err(RelayError::UnknownPeer),
             },
             Target::Others => {
-                let others: Vec<usize> = (0..room.members.len()).filter(|i| *i != sender).collect();
+                let others: Vec<usize> = (0..room.members.len())
+                    .filter(|i| Some(*i) != sender)
+                    .collect();
                 if others.is_empty() {
                     return Err(RelayError::Alone {
                         capacity: room.options.capacity,
@@ -772,6 +789,21 @@ impl RoomDirectory for LocalRooms {
     ) -> Result<Relayed, RelayError> {
         self.inner
             .with_state(|state| self.inner.relay(state, session, room, target, frame, kind))
+    }
+
+    fn send_to(
+        &self,
+        room: &RoomKey,
+        target: Target<'_>,
+        frame: Frame,
+        kind: &'static str,
+    ) -> Result<Relayed, RelayError> {
+        self.inner
+            .with_state(|state| {
+                self.inner
+                    .hand_to_members(state, room, None, target, frame, kind)
+            })
+            .map_err(|_| RelayError::UnknownPeer)
     }
 
     fn close_room(&self, room: &RoomKey, end: RoomEnd) -> RoomsFuture<'_, usize> {
@@ -1064,6 +1096,47 @@ mod tests {
             "a token is spent once used"
         );
         assert_eq!(f.rooms.counts().detached, 0);
+    }
+
+    #[test]
+    fn send_to_reaches_a_member_from_outside_the_room() {
+        let f = fixture();
+        let (a, ma) = f.delivery.register(bounds(8));
+        let (outsider, mo) = f.delivery.register(bounds(8));
+        join(&f, a, "inbox", 2);
+        while ma.rx.try_recv().is_ok() {}
+        let peer = format!("p{}", a.0);
+        let sent = f.rooms.send_to(
+            &key("inbox"),
+            Target::Peer(&peer),
+            Frame::Owned("hi".into()),
+            "invitation",
+        );
+        assert_eq!(sent, Ok(Relayed { recipients: 1 }));
+        assert!(matches!(next(&ma), Outbound::Frame(Frame::Owned(t)) if t == "hi"));
+        assert!(
+            mo.rx.try_recv().is_err(),
+            "the sender is no member and hears nothing"
+        );
+        assert_eq!(
+            f.rooms.send_to(
+                &key("inbox"),
+                Target::Peer("nobody"),
+                Frame::Owned("x".into()),
+                "invitation"
+            ),
+            Err(RelayError::UnknownPeer)
+        );
+        assert_eq!(
+            f.rooms.send_to(
+                &key("no-such-room"),
+                Target::Others,
+                Frame::Owned("x".into()),
+                "invitation"
+            ),
+            Err(RelayError::UnknownPeer)
+        );
+        assert_eq!(f.rooms.rooms_of(outsider), vec![]);
     }
 
     #[test]

@@ -15,8 +15,11 @@
 //! (a room per user id, a lobby per network), so they work wherever rooms work.
 //!
 //! - [`local`]: both roles for one node, in memory.
+//! - [`network`]: network groups of client addresses, and their lobbies (same-network
+//!   discovery).
 
 pub mod local;
+pub mod network;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -543,6 +546,19 @@ pub trait RoomDirectory: Send + Sync + 'static {
     fn relay(
         &self,
         session: SessionId,
+        room: &RoomKey,
+        target: Target<'_>,
+        frame: Frame,
+        kind: &'static str,
+    ) -> Result<Relayed, RelayError>;
+
+    /// Hands `frame` to the target members of `room` from outside it: like
+    /// [`relay`](Self::relay), but the caller need not be a member (a message to a session known
+    /// by its id, such as an invitation, through the room that session keeps for it).
+    /// `Target::Others` is every member. A room that does not exist, or a target that is not in
+    /// it, is [`RelayError::UnknownPeer`].
+    fn send_to(
+        &self,
         room: &RoomKey,
         target: Target<'_>,
         frame: Frame,
