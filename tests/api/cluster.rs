@@ -663,3 +663,156 @@ fn the_dialect_suites_pass_on_cluster_nodes() {
         crate::node_suites::run_node_suite_with(suite, &[("REDIS_URL", &url)]);
     }
 }
+
+/// A raw WebSocket on a dialect's listener (no greeting read).
+async fn dialect_socket(app: &TestApp, dialect: &str) -> WsClient {
+    let url = format!("ws://{}/", app.dialect_addr(dialect));
+    let (stream, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    WsClient {
+        stream,
+        client_id: String::new(),
+    }
+}
+
+#[tokio::test]
+async fn oodaa_users_on_different_nodes_see_each_other_and_exchange_messages() {
+    let Some(redis) = PrivateRedis::start() else {
+        return;
+    };
+    let with_oodaa = |c: &mut signalpost::Config| c.oodaa_port = Some(0);
+    let n = [
+        node(&redis, "n1", with_oodaa).await,
+        node(&redis, "n2", with_oodaa).await,
+    ];
+    let mut alice = dialect_socket(&n[0], "oodaa").await;
+    let mut bob = dialect_socket(&n[1], "oodaa").await;
+    alice.expect("connected").await;
+    bob.expect("connected").await;
+    let alice_info = json!({"name": "Alice", "timestamp": "2026-11-29T00:00:00Z"});
+    alice
+        .send_json(&json!({"type": "register", "userId": "alice417", "userInfo": alice_info}))
+        .await;
+    alice.expect("registered").await;
+    bob.send_json(&json!({"type": "register", "userId": "bob9", "userInfo": {"name": "Bob"}}))
+        .await;
+    let registered = bob.expect("registered").await;
+    let online: Vec<&str> = registered["onlineUsers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|u| u["userId"].as_str())
+        .collect();
+    assert!(
+        online.contains(&"alice417"),
+        "Bob sees Alice on the other node: {registered}"
+    );
+    let status = alice.expect("user-status").await;
+    assert_eq!(
+        (status["userId"].as_str(), status["isOnline"].as_bool()),
+        (Some("bob9"), Some(true))
+    );
+
+    let message = json!({"id": "1", "text": "hi across", "timestamp": "2026-11-29T00:00:01Z"});
+    alice
+        .send_json(&json!({"type": "message", "targetUserId": "bob9", "messageData": message}))
+        .await;
+    assert_eq!(
+        bob.expect("message").await,
+        json!({"type": "message", "fromUserId": "alice417", "messageData": message})
+    );
+    bob.send_json(&json!({"type": "contact-request", "targetUserId": "alice417", "requestData": {"name": "Bob"}}))
+        .await;
+    assert_eq!(alice.expect("contact-request").await["fromUserId"], "bob9");
+
+    drop(bob);
+    let status = alice.expect("user-status").await;
+    assert_eq!(
+        (status["userId"].as_str(), status["isOnline"].as_bool()),
+        (Some("bob9"), Some(false))
+    );
+    alice
+        .send_json(&json!({"type": "contact-request", "targetUserId": "bob9", "requestData": {}}))
+        .await;
+    assert_eq!(
+        alice.expect("error").await["message"],
+        "User bob9 is not online"
+    );
+}
+
+#[tokio::test]
+async fn octatecode_peers_on_different_nodes_share_a_room() {
+    let Some(redis) = PrivateRedis::start() else {
+        return;
+    };
+    let with_octatecode = |c: &mut signalpost::Config| c.octatecode_port = Some(0);
+    let n = [
+        node(&redis, "n1", with_octatecode).await,
+        node(&redis, "n2", with_octatecode).await,
+    ];
+    let mut a = dialect_socket(&n[0], "octatecode").await;
+    let mut b = dialect_socket(&n[1], "octatecode").await;
+    a.send_json(&json!({"type": "auth", "roomId": "doc", "from": "peer-a", "data": {"name": "A"}}))
+        .await;
+    assert_eq!(a.expect("peerList").await["peers"], json!([]));
+    b.send_json(&json!({"type": "auth", "roomId": "doc", "from": "peer-b", "data": {"name": "B"}}))
+        .await;
+    assert_eq!(
+        b.expect("peerList").await["peers"],
+        json!([{"id": "peer-a", "name": "A"}])
+    );
+    assert_eq!(a.expect("peerJoined").await["peerId"], "peer-b");
+
+    a.send_json(&json!({"type": "offer", "roomId": "doc", "from": "peer-a", "to": "peer-b", "data": {"sdp": "v=0"}}))
+        .await;
+    let offer = b.expect("offer").await;
+    assert_eq!(
+        (offer["from"].as_str(), offer["data"]["sdp"].as_str()),
+        (Some("peer-a"), Some("v=0"))
+    );
+    b.send_json(
+        &json!({"type": "chat", "roomId": "doc", "from": "peer-b", "data": {"text": "hello"}}),
+    )
+    .await;
+    // Chat goes to every member, the sender included, wherever they are.
+    assert_eq!(a.expect("chat").await["data"]["text"], "hello");
+    assert_eq!(b.expect("chat").await["data"]["text"], "hello");
+    drop(b);
+    assert_eq!(a.expect("peerLeft").await["peerId"], "peer-b");
+}
+
+#[tokio::test]
+async fn discovery_lists_peers_of_one_network_whatever_node_they_are_on() {
+    let Some(redis) = PrivateRedis::start() else {
+        return;
+    };
+    let behind_proxy = |c: &mut signalpost::Config| {
+        c.limits.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()]
+    };
+    let n = [
+        node(&redis, "n1", behind_proxy).await,
+        node(&redis, "n2", behind_proxy).await,
+    ];
+    let mut a = crate::discovery::connect_from(&n[0], "81.2.69.20").await;
+    let mut b = crate::discovery::connect_from(&n[1], "81.2.69.20").await;
+    let mut elsewhere = crate::discovery::connect_from(&n[1], "81.2.69.21").await;
+    a.send_json(&json!({"type": "discover", "name": "A"})).await;
+    assert_eq!(a.expect("peers_on_network").await["peers"], json!([]));
+    elsewhere
+        .send_json(&json!({"type": "discover", "name": "E"}))
+        .await;
+    assert_eq!(
+        elsewhere.expect("peers_on_network").await["peers"],
+        json!([])
+    );
+    b.send_json(&json!({"type": "discover", "name": "B"})).await;
+    assert_eq!(
+        b.expect("peers_on_network").await["peers"],
+        json!([{"peerId": a.client_id, "name": "A"}])
+    );
+    assert_eq!(
+        a.expect("peers_on_network").await["peers"],
+        json!([{"peerId": b.client_id, "name": "B"}])
+    );
+    drop(b);
+    assert_eq!(a.expect("peers_on_network").await["peers"], json!([]));
+}

@@ -13,7 +13,7 @@ async fn behind_proxy() -> TestApp {
 }
 
 /// A WebSocket on `/ws` from client address `from`, its greeting read.
-async fn connect_from(app: &TestApp, from: &str) -> WsClient {
+pub async fn connect_from(app: &TestApp, from: &str) -> WsClient {
     let mut request = format!("ws://{}/ws", app.addr)
         .into_client_request()
         .unwrap();

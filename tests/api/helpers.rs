@@ -213,6 +213,16 @@ impl TestApp {
         client
     }
 
+    /// Where the dialect `name` listens (its port set to 0 in the test's configuration).
+    pub fn dialect_addr(&self, name: &str) -> SocketAddr {
+        let server = self.server.as_ref().expect("the server is running");
+        server
+            .dialect_addrs()
+            .into_iter()
+            .find_map(|(dialect, addr)| (dialect == name).then_some(addr))
+            .unwrap_or_else(|| panic!("no {name} listener"))
+    }
+
     /// Two clients joined to `room`, greetings and readiness read.
     pub async fn joined_pair(&self, room: &str) -> (WsClient, WsClient) {
         let mut a = self.connect_ws().await;
