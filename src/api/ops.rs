@@ -130,6 +130,9 @@ struct Stats {
     bytes_relayed: u64,
     memory: Memory,
     timestamp: String,
+    /// What the running dialects show, each under its name.
+    #[serde(flatten)]
+    dialects: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -171,6 +174,7 @@ fn stats(state: AppState) -> BoxedFilter<(Response,)> {
                     rss_bytes: process::rss_bytes(),
                 },
                 timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                dialects: crate::dialects::stats(&state).await,
             };
             no_store(warp::reply::json(&body).into_response())
         })

@@ -6,6 +6,8 @@
 //! Each listens on a port of its own (`<DIALECT>_PORT`, unset: off) and logs
 //! `<dialect> listening on <addr>` when it does.
 
+pub mod privydrop;
+
 use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
@@ -26,10 +28,23 @@ pub struct Listening {
 
 /// Binds and starts the listener of every dialect whose port is configured.
 pub async fn start(state: &AppState, ctx: &ListenerContext) -> std::io::Result<Vec<Listening>> {
-    let started = Vec::new();
+    let mut started = Vec::new();
     // Each dialect adds itself here: `if let Some(port) = config.<dialect>_port { ... }`.
-    let _ = (state, ctx);
+    if let Some(port) = state.config().privydrop.port {
+        started.push(privydrop::start(state, ctx, port).await?);
+    }
     Ok(started)
+}
+
+/// What `/stats` on the main port shows of each running dialect, by name.
+pub async fn stats(state: &AppState) -> serde_json::Map<String, serde_json::Value> {
+    let mut stats = serde_json::Map::new();
+    if state.config().privydrop.port.is_some()
+        && let Some(store) = state.store()
+    {
+        stats.insert(privydrop::NAME.into(), privydrop::stats(store).await);
+    }
+    stats
 }
 
 /// Binds `port` on the server's host and serves `service` there, with the server's connection

@@ -64,6 +64,11 @@ impl Server {
                 "STRICT_ROOMS needs USE_SQLITE: strict rooms are the paired rooms in the database",
             ));
         }
+        if config.privydrop.port.is_some() && !config.use_sqlite {
+            return Err(StartError::Config(
+                "PRIVYDROP_PORT needs USE_SQLITE: PrivyDrop's rooms are named rooms in the database",
+            ));
+        }
         let addr = listener.local_addr()?;
         let sqlite = if config.use_sqlite {
             let store = SqliteStore::open(&config.sqlite_db_path)

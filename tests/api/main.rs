@@ -3,6 +3,7 @@
 
 mod abuse;
 mod compose_file;
+mod dialect_privydrop;
 mod external;
 mod fuzz;
 mod helpers;
