@@ -172,11 +172,17 @@ async fn sweep(dialect: Arc<PrivyDrop>, interval: Duration, shutdown: Cancellati
 
 /// What `/stats` on the main port shows of the dialect: referrer counts per day of the last
 /// [`http::REFERRER_DAYS`] days.
+/// Null when the database did not answer in time, as `/stats` shows pending codes.
 pub async fn stats(store: &Store) -> serde_json::Value {
-    let referrers = match store.referrers(http::first_referrer_day()).await {
-        Ok(counts) => serde_json::to_value(counts).unwrap_or_default(),
-        Err(e) => {
+    let read = store.referrers(http::first_referrer_day());
+    let referrers = match tokio::time::timeout(crate::api::ops::HEALTH_DB_TIMEOUT, read).await {
+        Ok(Ok(counts)) => serde_json::to_value(counts).unwrap_or_default(),
+        Ok(Err(e)) => {
             log::error!("privydrop: reading referrer counts failed: {e}");
+            serde_json::Value::Null
+        }
+        Err(_) => {
+            log::error!("privydrop: reading referrer counts: no answer in time");
             serde_json::Value::Null
         }
     };

@@ -8,12 +8,15 @@
 //!
 //! socketioxide hands each event to its handler on a task of its own, so two events could be
 //! handled out of order; an offer and the candidates after it must not be. So the socket's one
-//! handler (`Queue`) does nothing but queue each event, synchronously and in arrival order,
-//! for the session task. The connect handler ([`Connect`]) is synchronous too, so the handler is
-//! in place before the client can have sent anything.
+//! handler (`Queue`) does nothing but queue each event, synchronously and in arrival order, for
+//! the session task. [`Connect`] admits a connection and registers that handler in its connect
+//! middleware, which socketioxide runs before the client is told it is connected: a handler
+//! registered later (by a connect handler, which runs after) could miss the client's first event.
 
 use std::borrow::Cow;
-use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -27,6 +30,7 @@ use super::wire::{self, ClientEvent, JoinResponse, PeerIdPayload, Signal, events
 use super::{NAME, PrivyDrop, SPACE};
 use crate::limits::client::ClientKey;
 use crate::limits::rate::Bucket;
+use crate::limits::slots::{Slot, SlotRefused};
 use crate::server::listener::PeerAddr;
 use crate::signaling::queue::Event;
 use crate::signaling::rooms::{
@@ -67,27 +71,48 @@ impl Connect {
 /// The type parameter of our handlers (socketioxide's own handlers use tuples of extractors).
 pub struct Direct;
 
+/// A refusal of a connection, sent to the client as `connect_error {message}`.
+type Refused = Box<dyn std::fmt::Display + Send>;
+
 impl ConnectHandler<LocalAdapter, Direct> for Connect {
-    fn call(&self, socket: SocketRef, _auth: Option<Value>) {
-        let (events, inbound) = mpsc::channel(INBOUND_QUEUE);
-        let settings = self.dialect.signaling.settings();
-        socket.on_fallback(Queue {
-            events: events.clone(),
-            rate: Mutex::new(Rate {
-                bucket: Bucket::full(settings.messages, Instant::now()),
-                strikes: 0,
-            }),
-            dialect: self.dialect.clone(),
-        });
-        socket.on_disconnect(move |reason: DisconnectReason| async move {
-            // Waits for room: the session must learn that its socket is gone.
-            let _ = events.send(Inbound::Gone(reason)).await;
-        });
-        let dialect = self.dialect.clone();
-        self.dialect
-            .signaling
-            .sessions()
-            .spawn(run(dialect, socket, inbound));
+    fn call(&self, _socket: SocketRef, _auth: Option<Value>) {
+        // Everything happened in `call_middleware`, before the client could send an event.
+    }
+
+    /// Admits the connection and starts its session. socketioxide runs this before the socket
+    /// joins the namespace and the client is told it is connected, so the socket's handler is
+    /// in place before any event of it can arrive (its connect handler runs only after the
+    /// client has been told).
+    fn call_middleware<'a>(
+        &'a self,
+        socket: SocketRef,
+        _auth: &'a Option<Value>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), Refused>> + Send + 'a>> {
+        Box::pin(async move {
+            let dialect = &self.dialect;
+            let admitted = admit(dialect, &socket).await?;
+            let (events, inbound) = mpsc::channel(INBOUND_QUEUE);
+            let settings = dialect.signaling.settings();
+            socket.on_fallback(Queue {
+                events: events.clone(),
+                rate: Mutex::new(Rate {
+                    bucket: Bucket::full(settings.messages, Instant::now()),
+                    strikes: 0,
+                }),
+                dialect: dialect.clone(),
+            });
+            socket.on_disconnect(move |reason: DisconnectReason| async move {
+                // Waits for room: the session must learn that its socket is gone.
+                let _ = events.send(Inbound::Gone(reason)).await;
+            });
+            dialect.signaling.sessions().spawn(run(
+                dialect.clone(),
+                Arc::downgrade(&socket),
+                inbound,
+                admitted,
+            ));
+            Ok(())
+        })
     }
 }
 
@@ -125,12 +150,12 @@ impl MessageHandler<LocalAdapter, Direct> for Queue {
             self.dialect.signaling.metrics().refused(Refusal::Rate);
             log::debug!(
                 "privydrop: event of {} dropped: over the message rate",
-                socket.id
+                redact(&socket.id.to_string())
             );
             if strikes >= MAX_RATE_STRIKES {
                 log::info!(
                     "privydrop: {} disconnected: over the message rate",
-                    socket.id
+                    redact(&socket.id.to_string())
                 );
                 disconnect(socket);
             }
@@ -141,11 +166,17 @@ impl MessageHandler<LocalAdapter, Direct> for Queue {
             self.dialect.signaling.metrics().refused(Refusal::QueueFull);
             log::info!(
                 "privydrop: {} disconnected: {INBOUND_QUEUE} events waiting",
-                socket.id
+                redact(&socket.id.to_string())
             );
             disconnect(socket);
         }
     }
+}
+
+/// A socket id cut to its first 4 characters, for logs.
+fn redact(id: &str) -> String {
+    let head: String = id.chars().take(4).collect();
+    format!("{head}…")
 }
 
 /// Disconnects the socket from outside socketioxide's own call stack.
@@ -173,41 +204,63 @@ fn client_key(dialect: &PrivyDrop, socket: &Socket<LocalAdapter>) -> ClientKey {
         .client_key(peer, forwarded.as_deref())
 }
 
-/// A socket's life: admission, then its session until the socket is gone.
-async fn run(dialect: Arc<PrivyDrop>, socket: SocketRef, mut inbound: mpsc::Receiver<Inbound>) {
-    let signaling = dialect.signaling.clone();
-    let key = client_key(&dialect, &socket);
-    // A Socket.IO connection counts as a WebSocket upgrade does on the main port, whichever
-    // transport it uses.
+/// What an admitted connection holds for as long as it lives.
+struct Admitted {
+    key: ClientKey,
+    _slot: Slot,
+}
+
+/// A Socket.IO connection counts as a WebSocket upgrade does on the main port, whichever
+/// transport it uses: against the client's upgrade rate and connection slots.
+async fn admit(dialect: &PrivyDrop, socket: &Socket<LocalAdapter>) -> Result<Admitted, Refused> {
+    let signaling = &dialect.signaling;
+    let key = client_key(dialect, socket);
     if signaling.limits().upgrades().check(key).await.is_err() {
         signaling.metrics().refused(Refusal::Rate);
         log::info!("privydrop: connection refused: rate limited ({key})");
-        let _ = socket.disconnect();
-        return;
+        return Err(Box::new("rate_limited"));
     }
-    let _slot = match signaling.limits().connections().acquire(key) {
-        Ok(slot) => slot,
+    match signaling.limits().connections().acquire(key) {
+        Ok(slot) => Ok(Admitted { key, _slot: slot }),
         Err(refused) => {
             signaling.metrics().refused(Refusal::Rate);
             log::info!("privydrop: connection refused: {refused:?} connection limit ({key})");
-            let _ = socket.disconnect();
-            return;
+            Err(Box::new(match refused {
+                SlotRefused::PerClient => "too_many_connections",
+                SlotRefused::Global => "server_full",
+            }))
         }
+    }
+}
+
+/// A socket's session, until the socket is gone. It holds the socket weakly: the namespace
+/// owns it, and once socketioxide drops it (its handlers with it), the session's queue closes.
+async fn run(
+    dialect: Arc<PrivyDrop>,
+    socket: Weak<Socket<LocalAdapter>>,
+    mut inbound: mpsc::Receiver<Inbound>,
+    admitted: Admitted,
+) {
+    let signaling = dialect.signaling.clone();
+    let Some(id) = socket.upgrade().map(|s| s.id.to_string()) else {
+        return;
     };
     let (session, mailbox) = signaling.delivery().register(signaling.settings().queue);
     let _open = (signaling.metrics().dialect_session(NAME), dialect.opened());
     let mut session = Session {
-        peer: socket.id.to_string().into(),
+        label: redact(&id),
+        peer: id.into(),
         dialect,
         socket,
         session,
-        key,
+        key: admitted.key,
         finished: false,
     };
-    log::debug!("privydrop: {} connected", session.peer);
+    log::debug!("privydrop: {} connected", session.label);
     let end = session.run(&mut inbound, &mailbox).await;
-    log::debug!("privydrop: {} ended: {end:?}", session.peer);
+    log::debug!("privydrop: {} ended: {end:?}", session.label);
     session.finish().await;
+    drop(admitted);
 }
 
 /// Why a session ended.
@@ -224,10 +277,12 @@ enum End {
 /// One socket's session.
 struct Session {
     dialect: Arc<PrivyDrop>,
-    socket: SocketRef,
+    socket: Weak<Socket<LocalAdapter>>,
     session: SessionId,
     /// How the others know it: its socket id.
     peer: PeerId,
+    /// The socket id cut short, for logs (a full one lets anyone `leave_room` it).
+    label: String,
     /// Its client, for the join limit.
     key: ClientKey,
     /// Set once it has left its rooms.
@@ -243,7 +298,7 @@ impl Session {
         // Shutdown reaches registered sessions through their queue; one that registered after
         // it was broadcast sees the token.
         if self.dialect.signaling.shutdown_token().is_cancelled() {
-            let _ = self.socket.clone().disconnect();
+            self.disconnect();
             return End::Closed;
         }
         loop {
@@ -257,7 +312,7 @@ impl Session {
                         Ok(())
                     }
                     Some(Inbound::Gone(reason)) => {
-                        log::debug!("privydrop: {} gone: {reason:?}", self.peer);
+                        log::debug!("privydrop: {} gone: {reason:?}", self.label);
                         Err(End::Gone)
                     }
                     None => Err(End::Gone),
@@ -278,10 +333,10 @@ impl Session {
                         self.dialect.signaling.metrics().refused(Refusal::QueueFull);
                         log::info!(
                             "privydrop: {} disconnected: too slow to take its messages",
-                            self.peer
+                            self.label
                         );
                     }
-                    let _ = self.socket.clone().disconnect();
+                    self.disconnect();
                     return end;
                 }
             }
@@ -299,7 +354,7 @@ impl Session {
             .disconnect(self.session, Departure::Closed)
             .await
         {
-            log::warn!("privydrop: {} leaving its room failed: {e}", self.peer);
+            log::warn!("privydrop: {} leaving its room failed: {e}", self.label);
         }
         if let Some(room) = room {
             self.dialect.registry.left(self.rooms(), room.id()).await;
@@ -318,13 +373,13 @@ impl Session {
 
     async fn on_event(&mut self, value: Value) {
         let Value::Str(text, None) = &value else {
-            log::debug!("privydrop: {}: binary event ignored", self.peer);
+            log::debug!("privydrop: {}: binary event ignored", self.label);
             return;
         };
         let event = match ClientEvent::parse(text) {
             Ok(event) => event,
             Err(e) => {
-                log::debug!("privydrop: {}: event ignored: {e}", self.peer);
+                log::debug!("privydrop: {}: event ignored: {e}", self.label);
                 return;
             }
         };
@@ -411,7 +466,7 @@ impl Session {
         let Some(room) = self.current_room() else {
             log::debug!(
                 "privydrop: {}: {} outside a room dropped",
-                self.peer,
+                self.label,
                 signal.kind.event()
             );
             return;
@@ -427,7 +482,7 @@ impl Session {
         if let Err(e) = relayed {
             log::debug!(
                 "privydrop: {}: {} dropped: {e}",
-                self.peer,
+                self.label,
                 signal.kind.event()
             );
         }
@@ -445,7 +500,7 @@ impl Session {
             event,
         );
         if let Err(e) = relayed {
-            log::debug!("privydrop: {}: {event} dropped: {e}", self.peer);
+            log::debug!("privydrop: {}: {event} dropped: {e}", self.label);
         }
     }
 
@@ -454,7 +509,10 @@ impl Session {
         match wire::read_frame(frame.as_str()) {
             Some((event, payload)) => self.emit(&event, payload),
             None => {
-                log::warn!("privydrop: {}: unreadable relayed frame dropped", self.peer);
+                log::warn!(
+                    "privydrop: {}: unreadable relayed frame dropped",
+                    self.label
+                );
                 Ok(())
             }
         }
@@ -478,15 +536,25 @@ impl Session {
         }
     }
 
+    /// Closes the socket (its `Gone` follows, if it was not gone already).
+    fn disconnect(&self) {
+        if let Some(socket) = self.socket.upgrade() {
+            let _ = socket.disconnect();
+        }
+    }
+
     /// Hands an event to the socket; a socket whose buffer is full is too slow.
     fn emit<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<(), End> {
-        match self.socket.emit(event, data) {
+        let Some(socket) = self.socket.upgrade() else {
+            return Err(End::Gone);
+        };
+        match socket.emit(event, data) {
             Ok(()) => Ok(()),
             Err(SendError::Socket(SocketError::InternalChannelFull)) => Err(End::TooSlow),
             // The socket is closing: its `Gone` follows.
             Err(SendError::Socket(SocketError::Closed)) => Ok(()),
             Err(e) => {
-                log::warn!("privydrop: {}: {event} not sent: {e}", self.peer);
+                log::warn!("privydrop: {}: {event} not sent: {e}", self.label);
                 Ok(())
             }
         }
