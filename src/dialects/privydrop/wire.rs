@@ -440,6 +440,58 @@ mod tests {
         assert!(read_frame("garbage").is_none());
     }
 
+    /// Any JSON value, a few levels deep, with the field names the events read.
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            ".{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            let key = prop_oneof![
+                Just("roomId".to_owned()),
+                Just("peerId".to_owned()),
+                Just("from".to_owned()),
+                Just("offer".to_owned()),
+                Just("candidate".to_owned()),
+                ".{0,6}",
+            ];
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map(key, inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn no_text_panics_the_parser(text in ".{0,64}") {
+            let _ = ClientEvent::parse(&text);
+        }
+
+        #[test]
+        fn every_payload_is_read_or_refused_and_relays_read_back(
+            event in proptest::sample::select(vec![
+                "join", "offer", "answer", "ice-candidate", "initiator-online",
+                "recipient-ready", "other",
+            ]),
+            payload in json_value(),
+        ) {
+            let text = json!([event, payload]).to_string();
+            let frame = match ClientEvent::parse(&text) {
+                Ok(ClientEvent::Signal(signal)) => signal_frame(&signal, "sender"),
+                Ok(ClientEvent::InitiatorOnline { room_id }) => initiator_online_frame(&room_id),
+                Ok(ClientEvent::RecipientReady { peer_id, .. }) => recipient_ready_frame(peer_id),
+                Ok(ClientEvent::Join { .. }) | Err(_) => return Ok(()),
+            };
+            let (name, _) = read_frame(&frame).expect("a relayed frame reads back");
+            proptest::prop_assert_eq!(name, event);
+        }
+    }
+
     #[test]
     fn answers_have_the_original_shapes() {
         let ok = serde_json::to_value(JoinResponse::new(true, JOINED, "1234")).unwrap();
