@@ -141,6 +141,9 @@ struct Stats {
     /// Cluster mode: this node's name and the counts over every node.
     #[serde(skip_serializing_if = "Option::is_none")]
     cluster: Option<ClusterStats>,
+    /// What the running dialects show, each under its name.
+    #[serde(flatten)]
+    dialects: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -201,6 +204,7 @@ fn stats(state: AppState) -> BoxedFilter<(Response,)> {
                     rooms_ready: live.cluster.map(|l| l.rooms_ready),
                     pendings: live.pendings,
                 }),
+                dialects: crate::dialects::stats(&state).await,
             };
             no_store(warp::reply::json(&body).into_response())
         })

@@ -261,9 +261,12 @@ fn options_of(json: Option<&str>) -> RoomOptions {
         .unwrap_or(RoomOptions::room(2))
 }
 
+/// The stored reason of a member taken out at someone else's request; it reads as `Left`.
+const REMOVED: &str = "removed";
+
 fn reason_of(reason: &str) -> LeaveReason {
     match reason {
-        "left" => LeaveReason::Left,
+        "left" | REMOVED => LeaveReason::Left,
         "timeout" => LeaveReason::Timeout,
         "replaced" => LeaveReason::Replaced,
         "purged" => LeaveReason::Purged,
@@ -551,29 +554,30 @@ impl Inner {
             }
             Change::Left {
                 peer,
-                reason,
+                reason: stored_reason,
                 member,
             } => {
-                let reason = reason_of(reason);
+                let reason = reason_of(stored_reason);
                 let gone = member_of(member);
+                let left = RoomEvent::PeerLeft {
+                    room: key.clone(),
+                    peer: peer.as_str().into(),
+                    count: members.len(),
+                    reason,
+                    options,
+                    members: full_view(),
+                };
                 if let Some(session) = local(&gone) {
                     forget(s, session);
                     if reason == LeaveReason::Purged {
                         self.send(Some(session), RoomEvent::Closed { room: key.clone() });
                     }
+                    // Taken out by someone else (RoomDirectory::remove_peer): told like the rest.
+                    if stored_reason == REMOVED {
+                        self.send(Some(session), left.clone());
+                    }
                 }
-                self.tell_others(
-                    &members,
-                    None,
-                    RoomEvent::PeerLeft {
-                        room: key.clone(),
-                        peer: peer.as_str().into(),
-                        count: members.len(),
-                        reason,
-                        options,
-                        members: full_view(),
-                    },
-                );
+                self.tell_others(&members, None, left);
             }
             Change::Detached { peer } => {
                 self.tell_others(
@@ -1394,6 +1398,21 @@ impl RoomDirectory for ClusterRooms {
                     Err(e.into())
                 }
             }
+        })
+    }
+
+    fn remove_peer<'a>(&'a self, room: &'a RoomKey, peer: &'a str) -> RoomsFuture<'a, bool> {
+        Box::pin(async move {
+            let answer: String = self
+                .inner
+                .redis
+                .script(&LEAVE, &[], &[room.as_str(), peer, "", REMOVED])
+                .await?;
+            if answer.is_empty() {
+                return Ok(false);
+            }
+            self.inner.announce(answer);
+            Ok(true)
         })
     }
 

@@ -8,6 +8,8 @@
 //!   `:members` (a list, accept order) and `:codes`; `sp:device:<id>:rooms|codes` index a
 //!   device's rooms and codes for purges; `sp:tomb:<roomid>` remembers a deleted room for
 //!   [`ROOM_TOMBSTONE_TTL`].
+//! - `sp:named:<space>:<id>`: a dialect's named room (PrivyDrop), expiring natively at its
+//!   expiry; `sp:ref:<day>` a hash of referrer counts of one day, `sp:ref:days` the days kept.
 //! - `sp:ds:<code>`: a DropSilk room as JSON, expiring natively `DROPSILK_ROOM_TTL_SECS` after
 //!   its last use. Its operations are the ones [`dropsilk`] writes once for every store: read
 //!   the room, apply the operation in Rust, write it back only if nobody changed it meanwhile
@@ -24,8 +26,9 @@ use std::time::Duration;
 use super::{Redis, RedisError};
 use crate::db::dropsilk::{self, Fate};
 use crate::db::{
-    Acceptance, Accepted, Checked, Created, Creator, Millis, PairingStore, Pending, Purged,
-    ROOM_TOMBSTONE_TTL, Room, RoomLookup, StoreError, StoreFuture, Swept, now_millis,
+    Acceptance, Accepted, Checked, Created, Creator, Millis, OTHER_REFERRERS, PairingStore,
+    Pending, Purged, ROOM_TOMBSTONE_TTL, ReferrerCounts, Room, RoomLookup, StoreError, StoreFuture,
+    Swept, now_millis,
 };
 use crate::ids::{DeviceId, JoinCode, RoomId};
 
@@ -50,6 +53,48 @@ static COMPARE_AND_SET: LazyLock<redis::Script> = LazyLock::new(|| {
          if ARGV[2] == '' then redis.call('DEL', KEYS[1]) \
          else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end \
          return 1",
+    )
+});
+
+/// ARGV[1] the key prefix, ARGV[2] the expiry (Unix ms), ARGV[3..] candidate names: creates
+/// the first that names no live room and returns it (nil if none).
+static CREATE_NAMED: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        "for i = 3, #ARGV do \
+           if redis.call('SET', ARGV[1] .. ARGV[i], '1', 'PXAT', ARGV[2], 'NX') then \
+             return ARGV[i] \
+           end \
+         end \
+         return false",
+    )
+});
+/// ARGV[1] day, ARGV[2] referrer, ARGV[3] the day's maximum of referrers, ARGV[4] what the
+/// others count as.
+static COUNT_REFERRER: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        "local key = 'sp:ref:' .. ARGV[1] \
+         local referrer = ARGV[2] \
+         if redis.call('HEXISTS', key, referrer) == 0 \
+            and redis.call('HLEN', key) >= tonumber(ARGV[3]) then \
+           referrer = ARGV[4] \
+         end \
+         redis.call('HINCRBY', key, referrer, 1) \
+         redis.call('SADD', 'sp:ref:days', ARGV[1]) \
+         return 1",
+    )
+});
+/// ARGV[1] a day: deletes the counts of every day before it; returns how many counts went.
+static FORGET_REFERRERS: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        "local gone = 0 \
+         for _, day in ipairs(redis.call('SMEMBERS', 'sp:ref:days')) do \
+           if day < ARGV[1] then \
+             gone = gone + redis.call('HLEN', 'sp:ref:' .. day) \
+             redis.call('DEL', 'sp:ref:' .. day) \
+             redis.call('SREM', 'sp:ref:days', day) \
+           end \
+         end \
+         return gone",
     )
 });
 
@@ -118,6 +163,10 @@ impl RedisStore {
             "a DropSilk room changed {DROPSILK_ATTEMPTS} times during one operation"
         )))
     }
+}
+
+fn named_prefix(space: &str) -> String {
+    format!("sp:named:{space}:")
 }
 
 fn dropsilk_key(code: &str) -> String {
@@ -400,6 +449,95 @@ impl PairingStore for RedisStore {
     /// Redis expires DropSilk rooms itself: nothing to sweep.
     fn dropsilk_sweep(&self, _now: Millis) -> StoreFuture<usize> {
         Box::pin(std::future::ready(Ok(0)))
+    }
+
+    fn create_named_room(
+        &self,
+        space: &'static str,
+        candidates: Vec<String>,
+        exp: Millis,
+    ) -> StoreFuture<Option<String>> {
+        let redis = self.redis.clone();
+        Box::pin(async move {
+            let mut args = vec![named_prefix(space), exp.to_string()];
+            args.extend(candidates);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            Ok(redis.script(&CREATE_NAMED, &[], &args).await?)
+        })
+    }
+
+    fn named_room_exists(&self, space: &'static str, id: String) -> StoreFuture<bool> {
+        let redis = self.redis.clone();
+        Box::pin(async move {
+            let key = format!("{}{id}", named_prefix(space));
+            Ok(redis.query(redis::cmd("EXISTS").arg(key)).await?)
+        })
+    }
+
+    fn set_named_room_expiry(
+        &self,
+        space: &'static str,
+        id: String,
+        exp: Millis,
+    ) -> StoreFuture<bool> {
+        let redis = self.redis.clone();
+        Box::pin(async move {
+            // 1 when the key was live (an expiry in the past deletes it at once).
+            let key = format!("{}{id}", named_prefix(space));
+            Ok(redis
+                .query(redis::cmd("PEXPIREAT").arg(key).arg(exp))
+                .await?)
+        })
+    }
+
+    /// Redis expires named rooms itself: nothing to sweep.
+    fn sweep_named_rooms(&self, _now: Millis) -> StoreFuture<usize> {
+        Box::pin(std::future::ready(Ok(0)))
+    }
+
+    fn count_referrer(&self, day: String, referrer: String, max_per_day: u32) -> StoreFuture<()> {
+        let redis = self.redis.clone();
+        Box::pin(async move {
+            let max = max_per_day.to_string();
+            let args = [
+                day.as_str(),
+                referrer.as_str(),
+                max.as_str(),
+                OTHER_REFERRERS,
+            ];
+            redis
+                .script::<i64>(&COUNT_REFERRER, &[], &args)
+                .await
+                .map(drop)
+                .map_err(StoreError::from)
+        })
+    }
+
+    fn referrers(&self, since: String) -> StoreFuture<ReferrerCounts> {
+        let redis = self.redis.clone();
+        Box::pin(async move {
+            let days: Vec<String> = redis
+                .query(redis::cmd("SMEMBERS").arg("sp:ref:days"))
+                .await?;
+            let mut counts = ReferrerCounts::new();
+            for day in days.into_iter().filter(|d| *d >= since) {
+                let day_counts: std::collections::BTreeMap<String, u64> = redis
+                    .query(redis::cmd("HGETALL").arg(format!("sp:ref:{day}")))
+                    .await?;
+                if !day_counts.is_empty() {
+                    counts.insert(day, day_counts);
+                }
+            }
+            Ok(counts)
+        })
+    }
+
+    fn forget_referrers(&self, before: String) -> StoreFuture<usize> {
+        let redis = self.redis.clone();
+        Box::pin(async move {
+            let gone: i64 = redis.script(&FORGET_REFERRERS, &[], &[&before]).await?;
+            Ok(usize::try_from(gone).unwrap_or_default())
+        })
     }
 }
 

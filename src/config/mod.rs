@@ -267,6 +267,42 @@ pub struct Config {
     /// Abuse limits.
     #[command(flatten)]
     pub limits: Limits,
+
+    /// The PrivyDrop dialect's listener.
+    #[command(flatten)]
+    pub privydrop: PrivyDropOptions,
+}
+
+/// The PrivyDrop dialect (docs/dialects.md): Socket.IO signaling and PrivyDrop's room API on a
+/// port of their own. The defaults are the original server's constants.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PrivyDropOptions {
+    /// Port of the PrivyDrop listener (0 picks a free port and logs it); unset, it is off.
+    #[arg(id = "privydrop_port", long = "privydrop-port", env = "PRIVYDROP_PORT")]
+    pub port: Option<u16>,
+
+    /// PrivyDrop joins of a new room per client in the window (a rejoin of the socket's own
+    /// room does not count): the original's 2, enough for the app's two sockets per browser.
+    #[arg(id = "privydrop_join_limit", long = "privydrop-join-limit", env = "PRIVYDROP_JOIN_LIMIT", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub join_limit: u32,
+
+    /// The window of the PrivyDrop join limit, in seconds (the original's 5).
+    #[arg(id = "privydrop_join_window_secs", long = "privydrop-join-window-secs", env = "PRIVYDROP_JOIN_WINDOW_SECS",
+          default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub join_window_secs: u64,
+
+    /// Seconds a PrivyDrop room lives after its creation and after every join (the original's
+    /// 24 hours: a link shared today still works tomorrow).
+    #[arg(id = "privydrop_room_ttl_secs", long = "privydrop-room-ttl-secs", env = "PRIVYDROP_ROOM_TTL_SECS",
+          default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+    pub room_ttl_secs: u64,
+
+    /// Seconds a PrivyDrop room lives once its last member is gone (the original's 15 minutes:
+    /// long enough to reconnect after a network change).
+    #[arg(id = "privydrop_empty_room_ttl_secs", long = "privydrop-empty-room-ttl-secs", env = "PRIVYDROP_EMPTY_ROOM_TTL_SECS",
+          default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+    pub empty_room_ttl_secs: u64,
 }
 
 /// Per-client and global limits. Every refusal they cause is a clear answer: 429 with
@@ -515,6 +551,17 @@ mod tests {
         assert_eq!(c.sweep_interval_secs, 60);
         assert_eq!(c.max_pending_ttl_secs, 86_400);
         assert!(!c.strict_rooms);
+    }
+
+    #[test]
+    fn privydrop_is_off_by_default_with_the_original_constants() {
+        let c = Config::try_parse_from(["signalpost"]).unwrap();
+        let p = &c.privydrop;
+        assert_eq!(p.port, None);
+        assert_eq!((p.join_limit, p.join_window_secs), (2, 5));
+        assert_eq!((p.room_ttl_secs, p.empty_room_ttl_secs), (86_400, 900));
+        let c = Config::try_parse_from(["signalpost", "--privydrop-port", "3001"]).unwrap();
+        assert_eq!((c.port, c.privydrop.port), (8080, Some(3001)));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 pub mod dropsilk;
 pub mod sqlite;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -139,7 +140,49 @@ pub trait PairingStore: Send + Sync + 'static {
     /// DropSilk: deletes rooms that expired at or before `now`; returns how many. Every other
     /// method treats them as absent already.
     fn dropsilk_sweep(&self, now: Millis) -> StoreFuture<usize>;
+
+    /// Creates, as a named room of `space` living until `exp`, the first of `candidates` that
+    /// names no live room there (an expired room of that name is replaced); one transaction, so
+    /// concurrent creators never get the same name. Returns the name it took, if any. A named
+    /// room is a dialect's room that exists apart from its members (PrivyDrop's `get_room`);
+    /// who is in it is the room directory's business.
+    fn create_named_room(
+        &self,
+        space: &'static str,
+        candidates: Vec<String>,
+        exp: Millis,
+    ) -> StoreFuture<Option<String>>;
+
+    /// Whether `id` names a live room of `space`.
+    fn named_room_exists(&self, space: &'static str, id: String) -> StoreFuture<bool>;
+
+    /// Moves a live named room's expiry to `exp`, sooner or later; returns whether it was live.
+    fn set_named_room_expiry(
+        &self,
+        space: &'static str,
+        id: String,
+        exp: Millis,
+    ) -> StoreFuture<bool>;
+
+    /// Deletes named rooms that expired at or before `now`; returns how many.
+    fn sweep_named_rooms(&self, now: Millis) -> StoreFuture<usize>;
+
+    /// Counts one visit from `referrer` on `day` (`YYYY-MM-DD`, UTC). A day holds at most
+    /// `max_per_day` referrers; visits from new ones beyond that count as [`OTHER_REFERRERS`].
+    fn count_referrer(&self, day: String, referrer: String, max_per_day: u32) -> StoreFuture<()>;
+
+    /// Referrer counts of day `since` and later, by day, then referrer.
+    fn referrers(&self, since: String) -> StoreFuture<ReferrerCounts>;
+
+    /// Deletes the referrer counts of days before `before`; returns how many rows went.
+    fn forget_referrers(&self, before: String) -> StoreFuture<usize>;
 }
+
+/// What visits from referrers beyond a day's maximum are counted as.
+pub const OTHER_REFERRERS: &str = "(other)";
+
+/// Visits by day (`YYYY-MM-DD`), then referrer.
+pub type ReferrerCounts = BTreeMap<String, BTreeMap<String, u64>>;
 
 /// A pending code as created.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,8 +17,9 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::dropsilk::{self, Changed, Fate, Joined, Removed};
 use super::{
-    Acceptance, Accepted, Checked, Created, Creator, Millis, PairingStore, Pending, Purged,
-    ROOM_TOMBSTONE_TTL, Room, RoomLookup, StoreError, StoreFuture, Swept, now_millis,
+    Acceptance, Accepted, Checked, Created, Creator, Millis, OTHER_REFERRERS, PairingStore,
+    Pending, Purged, ROOM_TOMBSTONE_TTL, ReferrerCounts, Room, RoomLookup, StoreError, StoreFuture,
+    Swept, now_millis,
 };
 use crate::ids::{DeviceId, JoinCode, RoomId};
 
@@ -638,6 +639,156 @@ fn save_dropsilk_room(c: &Connection, room: &dropsilk::Room) -> Result<(), SqlEr
     Ok(())
 }
 
+impl SqliteStore {
+    /// Creates the first free name of `candidates` (see [`PairingStore::create_named_room`]).
+    async fn create_named(
+        &self,
+        space: &'static str,
+        candidates: Vec<String>,
+        exp: Millis,
+    ) -> Result<Option<String>, SqlError> {
+        self.with_writer(move |c| {
+            let now = now_millis();
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut created = None;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO named_rooms (space, id, created_at, expires_at)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (space, id) DO UPDATE SET
+                         created_at = excluded.created_at, expires_at = excluded.expires_at
+                     WHERE named_rooms.expires_at <= ?3",
+                )?;
+                for id in candidates {
+                    if insert.execute(params![space, id, now, exp])? == 1 {
+                        created = Some(id);
+                        break;
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(created)
+        })
+        .await
+    }
+
+    /// Whether `id` names a live room of `space`.
+    async fn named_exists(&self, space: &'static str, id: String) -> Result<bool, SqlError> {
+        self.with_conn(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT 1 FROM named_rooms WHERE space = ?1 AND id = ?2 AND expires_at > ?3",
+            )?
+            .exists(params![space, id, now_millis()])?)
+        })
+        .await
+    }
+
+    /// Moves a live named room's expiry; whether it was live.
+    async fn set_named_expiry(
+        &self,
+        space: &'static str,
+        id: String,
+        exp: Millis,
+    ) -> Result<bool, SqlError> {
+        self.with_writer(move |c| {
+            let changed = c
+                .prepare_cached(
+                    "UPDATE named_rooms SET expires_at = ?3
+                     WHERE space = ?1 AND id = ?2 AND expires_at > ?4",
+                )?
+                .execute(params![space, id, exp, now_millis()])?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    /// Deletes named rooms that expired at or before `now`.
+    async fn sweep_named(&self, now: Millis) -> Result<usize, SqlError> {
+        self.with_writer(move |c| {
+            Ok(
+                c.prepare_cached("DELETE FROM named_rooms WHERE expires_at <= ?1")?
+                    .execute(params![now])?,
+            )
+        })
+        .await
+    }
+
+    /// Counts a visit (see [`PairingStore::count_referrer`]), in one transaction so that
+    /// concurrent visits cannot push a day past its maximum.
+    async fn count_visit(
+        &self,
+        day: String,
+        referrer: String,
+        max_per_day: u32,
+    ) -> Result<(), SqlError> {
+        self.with_writer(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let counted = tx
+                .prepare_cached(
+                    "UPDATE referrer_counts SET count = count + 1 WHERE day = ?1 AND referrer = ?2",
+                )?
+                .execute(params![day, referrer])?;
+            if counted == 0 {
+                let known: i64 = tx
+                    .prepare_cached("SELECT count(*) FROM referrer_counts WHERE day = ?1")?
+                    .query_row(params![day], |r| r.get(0))?;
+                // The day is full: the newcomer counts with the others beyond the maximum
+                // (which take one more row of their own).
+                let referrer = if known >= i64::from(max_per_day) {
+                    OTHER_REFERRERS.to_owned()
+                } else {
+                    referrer
+                };
+                tx.prepare_cached(
+                    "INSERT INTO referrer_counts (day, referrer, count) VALUES (?1, ?2, 1)
+                     ON CONFLICT (day, referrer) DO UPDATE SET count = count + 1",
+                )?
+                .execute(params![day, referrer])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Referrer counts of `since` and later.
+    async fn visits_since(&self, since: String) -> Result<ReferrerCounts, SqlError> {
+        self.with_conn(move |c| {
+            let mut select = c.prepare_cached(
+                "SELECT day, referrer, count FROM referrer_counts WHERE day >= ?1",
+            )?;
+            let rows = select.query_map(params![since], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?;
+            let mut counts = ReferrerCounts::new();
+            for row in rows {
+                let (day, referrer, count) = row?;
+                counts
+                    .entry(day)
+                    .or_default()
+                    .insert(referrer, u64::try_from(count).unwrap_or_default());
+            }
+            Ok(counts)
+        })
+        .await
+    }
+
+    /// Deletes the referrer counts of days before `before`.
+    async fn forget_visits(&self, before: String) -> Result<usize, SqlError> {
+        self.with_writer(move |c| {
+            Ok(
+                c.prepare_cached("DELETE FROM referrer_counts WHERE day < ?1")?
+                    .execute(params![before])?,
+            )
+        })
+        .await
+    }
+}
+
 /// The writer thread: runs write jobs in arrival order until every [`Store`] is dropped.
 fn run_writer(mut conn: Connection, mut jobs: mpsc::Receiver<WriteJob>) {
     while let Some(job) = jobs.blocking_recv() {
@@ -867,6 +1018,51 @@ impl PairingStore for SqliteStore {
         let store = self.clone();
         Box::pin(async move { Ok(store.dropsilk_sweep_rooms(now).await?) })
     }
+
+    fn create_named_room(
+        &self,
+        space: &'static str,
+        candidates: Vec<String>,
+        exp: Millis,
+    ) -> StoreFuture<Option<String>> {
+        let store = self.clone();
+        Box::pin(async move { Ok(store.create_named(space, candidates, exp).await?) })
+    }
+
+    fn named_room_exists(&self, space: &'static str, id: String) -> StoreFuture<bool> {
+        let store = self.clone();
+        Box::pin(async move { Ok(store.named_exists(space, id).await?) })
+    }
+
+    fn set_named_room_expiry(
+        &self,
+        space: &'static str,
+        id: String,
+        exp: Millis,
+    ) -> StoreFuture<bool> {
+        let store = self.clone();
+        Box::pin(async move { Ok(store.set_named_expiry(space, id, exp).await?) })
+    }
+
+    fn sweep_named_rooms(&self, now: Millis) -> StoreFuture<usize> {
+        let store = self.clone();
+        Box::pin(async move { Ok(store.sweep_named(now).await?) })
+    }
+
+    fn count_referrer(&self, day: String, referrer: String, max_per_day: u32) -> StoreFuture<()> {
+        let store = self.clone();
+        Box::pin(async move { Ok(store.count_visit(day, referrer, max_per_day).await?) })
+    }
+
+    fn referrers(&self, since: String) -> StoreFuture<ReferrerCounts> {
+        let store = self.clone();
+        Box::pin(async move { Ok(store.visits_since(since).await?) })
+    }
+
+    fn forget_referrers(&self, before: String) -> StoreFuture<usize> {
+        let store = self.clone();
+        Box::pin(async move { Ok(store.forget_visits(before).await?) })
+    }
 }
 
 #[cfg(test)]
@@ -1026,5 +1222,96 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(read.guest.is_none() && !read.host.ready);
+    }
+
+    // PrivyDrop: named rooms and referrer counts.
+
+    fn names(ids: &[&str]) -> Vec<String> {
+        ids.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_named_room_takes_the_first_free_candidate_and_lives_until_its_expiry() {
+        let (store, _dir) = store().await;
+        let later = now_millis() + 60_000;
+        let created = store.create_named_room("pd", names(&["1234"]), later).await;
+        assert_eq!(created.unwrap().as_deref(), Some("1234"));
+        let next = store.create_named_room("pd", names(&["1234", "5678"]), later);
+        assert_eq!(next.await.unwrap().as_deref(), Some("5678"));
+        let none = store.create_named_room("pd", names(&["1234", "5678"]), later);
+        assert_eq!(none.await.unwrap(), None);
+        let other_space = store.create_named_room("other", names(&["1234"]), later);
+        assert_eq!(other_space.await.unwrap().as_deref(), Some("1234"));
+        assert!(store.named_room_exists("pd", "1234".into()).await.unwrap());
+        assert!(!store.named_room_exists("pd", "9999".into()).await.unwrap());
+
+        // Expired: absent, and its name is free again.
+        let past = now_millis() - 1;
+        assert!(
+            store
+                .set_named_room_expiry("pd", "1234".into(), past)
+                .await
+                .unwrap()
+        );
+        assert!(!store.named_room_exists("pd", "1234".into()).await.unwrap());
+        assert!(
+            !store
+                .set_named_room_expiry("pd", "1234".into(), later)
+                .await
+                .unwrap(),
+            "an expired room cannot be revived"
+        );
+        let again = store.create_named_room("pd", names(&["1234"]), later);
+        assert_eq!(again.await.unwrap().as_deref(), Some("1234"));
+        assert!(store.named_room_exists("pd", "1234".into()).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn the_sweep_deletes_expired_named_rooms_only() {
+        let (store, _dir) = store().await;
+        let now = now_millis();
+        store
+            .create_named_room("pd", names(&["a"]), now + 60_000)
+            .await
+            .unwrap();
+        store
+            .create_named_room("pd", names(&["b"]), now + 60_000)
+            .await
+            .unwrap();
+        store
+            .set_named_room_expiry("pd", "b".into(), now - 1)
+            .await
+            .unwrap();
+        assert_eq!(store.sweep_named_rooms(now_millis()).await.unwrap(), 1);
+        assert!(store.named_room_exists("pd", "a".into()).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn referrers_are_counted_per_day_up_to_a_maximum_then_as_others() {
+        let (store, _dir) = store().await;
+        for referrer in ["a", "a", "b", "c", "d", "a"] {
+            store
+                .count_referrer("2026-01-02".into(), referrer.into(), 2)
+                .await
+                .unwrap();
+        }
+        store
+            .count_referrer("2026-01-01".into(), "a".into(), 2)
+            .await
+            .unwrap();
+        let counts = store.referrers("2026-01-02".into()).await.unwrap();
+        assert_eq!(counts.len(), 1, "{counts:?}");
+        let day = &counts["2026-01-02"];
+        assert_eq!(day["a"], 3);
+        assert_eq!(day["b"], 1);
+        assert_eq!(day[OTHER_REFERRERS], 2);
+        assert_eq!(day.len(), 3);
+
+        assert_eq!(
+            store.forget_referrers("2026-01-02".into()).await.unwrap(),
+            1
+        );
+        let all = store.referrers("0000-00-00".into()).await.unwrap();
+        assert_eq!(all.keys().collect::<Vec<_>>(), ["2026-01-02"]);
     }
 }

@@ -9,10 +9,12 @@
 //! - [`dropsilk`]: DropSilk (raw WebSocket and an HTTP room API, same-network discovery).
 //! - [`oodaa`]: the Oodaa messenger (presence by user id, relays by user id).
 //! - [`octatecode`]: OctateCode (rooms of peers, an HTTP API, optional signed room tokens).
+//! - [`privydrop`]: PrivyDrop (Socket.IO, named rooms with an expiry, an HTTP room API).
 
 pub mod dropsilk;
 pub mod octatecode;
 pub mod oodaa;
+pub mod privydrop;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -53,7 +55,21 @@ pub async fn start(state: &AppState, ctx: &ListenerContext) -> std::io::Result<V
     if let Some(port) = config.dropsilk_port {
         started.push(dropsilk::serve(state, port, ctx).await?);
     }
+    if let Some(port) = config.privydrop.port {
+        started.push(privydrop::start(state, ctx, port).await?);
+    }
     Ok(started)
+}
+
+/// What `/stats` on the main port shows of each running dialect, by name.
+pub async fn stats(state: &AppState) -> serde_json::Map<String, serde_json::Value> {
+    let mut stats = serde_json::Map::new();
+    if state.config().privydrop.port.is_some()
+        && let Some(store) = state.store()
+    {
+        stats.insert(privydrop::NAME.into(), privydrop::stats(store).await);
+    }
+    stats
 }
 
 /// Binds `port` on the server's host and serves `service` there, with the server's connection

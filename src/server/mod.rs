@@ -84,6 +84,11 @@ impl Server {
                 "STRICT_ROOMS needs USE_SQLITE: strict rooms are the paired rooms in the database",
             ));
         }
+        if config.privydrop.port.is_some() && !config.use_sqlite && !clustered {
+            return Err(StartError::Config(
+                "PRIVYDROP_PORT needs USE_SQLITE or REDIS_URL: PrivyDrop's rooms are named rooms in the pairing store",
+            ));
+        }
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let backends_stop = CancellationToken::new();

@@ -659,7 +659,12 @@ fn the_dialect_suites_pass_on_cluster_nodes() {
         return;
     };
     let url = redis.url();
-    for suite in ["dropsilk.test.mjs", "oodaa.test.mjs", "octatecode.test.mjs"] {
+    for suite in [
+        "privydrop.test.mjs",
+        "dropsilk.test.mjs",
+        "oodaa.test.mjs",
+        "octatecode.test.mjs",
+    ] {
         crate::node_suites::run_node_suite_with(suite, &[("REDIS_URL", &url)]);
     }
 }

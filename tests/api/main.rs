@@ -7,6 +7,7 @@ mod compose_file;
 mod dialect_dropsilk;
 mod dialect_octatecode;
 mod dialect_oodaa;
+mod dialect_privydrop;
 mod discovery;
 mod external;
 mod fuzz;

@@ -220,11 +220,15 @@ impl Inner {
     }
 
     /// Takes the member at `index` out of `room`, tells the others, and forgets the room once it
-    /// is empty.
-    fn remove_member(&self, state: &mut State, key: &RoomKey, index: usize, reason: LeaveReason) {
-        let Some(room) = state.rooms.get_mut(key) else {
-            return;
-        };
+    /// is empty. Returns the member's session and what the others were told.
+    fn remove_member(
+        &self,
+        state: &mut State,
+        key: &RoomKey,
+        index: usize,
+        reason: LeaveReason,
+    ) -> Option<(Option<SessionId>, Arc<RoomEvent>)> {
+        let room = state.rooms.get_mut(key)?;
         let was_ready = room.members.len() >= 2;
         let member = room.members.remove(index);
         if let Some(session) = member.session
@@ -256,6 +260,7 @@ impl Inner {
                     .deliver(session, Outbound::Event(event.clone()));
             }
         }
+        let removed = Some((member.session, event));
         if room.members.is_empty()
             && let Some(room) = state.rooms.remove(key)
         {
@@ -278,6 +283,25 @@ impl Inner {
                     .ended
                     .push(log.finish(key.redacted(), end, Instant::now()));
             }
+        }
+        removed
+    }
+
+    /// Takes the member known as `peer` out of `room`; it is told too (see
+    /// [`RoomDirectory::remove_peer`]).
+    fn remove_peer(&self, state: &mut State, key: &RoomKey, peer: &str) -> bool {
+        let Some(index) = state.rooms.get(key).and_then(|r| r.position_of_peer(peer)) else {
+            return false;
+        };
+        if let Some((session, event)) = self.remove_member(state, key, index, LeaveReason::Left) {
+            self.send_shared(session, event);
+        }
+        true
+    }
+
+    fn send_shared(&self, session: Option<SessionId>, event: Arc<RoomEvent>) {
+        if let Some(session) = session {
+            self.delivery.deliver(session, Outbound::Event(event));
         }
     }
 
@@ -762,6 +786,13 @@ impl RoomDirectory for LocalRooms {
         Box::pin(std::future::ready(Ok(left)))
     }
 
+    fn remove_peer<'a>(&'a self, room: &'a RoomKey, peer: &'a str) -> RoomsFuture<'a, bool> {
+        let removed = self
+            .inner
+            .with_state(|state| self.inner.remove_peer(state, room, peer));
+        Box::pin(std::future::ready(Ok(removed)))
+    }
+
     fn disconnect(&self, session: SessionId, how: Departure) -> RoomsFuture<'_, ()> {
         self.inner
             .with_state(|state| self.inner.disconnect(state, session, how));
@@ -892,6 +923,7 @@ impl Capacity {
 mod tests {
     use super::*;
     use crate::signaling::rooms::ResumeTicket;
+    use futures_util::FutureExt;
     use std::time::Duration;
 
     fn bounds(messages: usize) -> queue::Bounds {
@@ -1056,6 +1088,53 @@ mod tests {
                 detached: 0
             }
         );
+    }
+
+    #[test]
+    fn a_member_removed_by_peer_id_is_told_with_the_others_and_is_out() {
+        let f = fixture();
+        let sessions: Vec<_> = (0..3).map(|_| f.delivery.register(bounds(8))).collect();
+        for (session, _) in &sessions {
+            join(&f, *session, "r", 3);
+        }
+        for (_, mailbox) in &sessions {
+            while mailbox.rx.try_recv().is_ok() {}
+        }
+        let removed: PeerId = format!("p{}", sessions[1].0.0).into();
+        let removes = |room: &str, peer: &str| {
+            f.rooms
+                .remove_peer(&key(room), peer)
+                .now_or_never()
+                .expect("local rooms answer at once")
+                .unwrap()
+        };
+        assert!(removes("r", &removed));
+        for (_, mailbox) in &sessions {
+            match next_event(mailbox) {
+                RoomEvent::PeerLeft {
+                    peer,
+                    reason,
+                    count,
+                    ..
+                } => assert_eq!(
+                    (peer, reason, count),
+                    (removed.clone(), LeaveReason::Left, 2)
+                ),
+                other => panic!("{other:?}"),
+            }
+            assert!(mailbox.rx.try_recv().is_err(), "told once");
+        }
+        assert!(f.rooms.rooms_of(sessions[1].0).is_empty());
+        let relayed = f.rooms.relay(
+            sessions[0].0,
+            &key("r"),
+            Target::Peer(&removed),
+            Frame::Owned("x".into()),
+            "message",
+        );
+        assert_eq!(relayed, Err(RelayError::UnknownPeer));
+        assert!(!removes("r", &removed), "out already");
+        assert!(!removes("nowhere", "p1"));
     }
 
     #[tokio::test]

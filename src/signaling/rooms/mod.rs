@@ -531,6 +531,12 @@ pub trait RoomDirectory: Send + Sync + 'static {
     /// Takes a session out of a room; the others are told. Returns whether it was a member.
     fn leave(&self, session: SessionId, room: &RoomKey) -> RoomsFuture<'_, bool>;
 
+    /// Takes the member known as `peer` out of `room` at someone else's request (an HTTP call
+    /// naming it, as PrivyDrop's `leave_room` does). Every member, the removed one included,
+    /// gets `PeerLeft` (reason `Left`): that is how the removed member's session learns it is
+    /// out. Returns whether there was such a member.
+    fn remove_peer<'a>(&'a self, room: &'a RoomKey, peer: &'a str) -> RoomsFuture<'a, bool>;
+
     /// A session ended: out of every room, or detached where it asked to be resumable.
     fn disconnect(&self, session: SessionId, how: Departure) -> RoomsFuture<'_, ()>;
 
