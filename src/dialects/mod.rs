@@ -152,17 +152,7 @@ impl Drop for Registered {
         if self.finished {
             return;
         }
-        let signaling = self.signaling.clone();
-        let session = self.session;
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = signaling
-                    .rooms()
-                    .disconnect(session, Departure::Closed)
-                    .await;
-                signaling.delivery().unregister(session);
-            });
-        }
+        self.signaling.end_abandoned(self.session);
     }
 }
 

@@ -133,6 +133,21 @@ impl Signaling {
         &self.metrics
     }
 
+    /// Ends a session whose task stopped before it could leave (cancelled or panicked): out of
+    /// its rooms and unregistered, on a task of its own, for a `Drop` that cannot wait.
+    pub fn end_abandoned(self: &Arc<Self>, session: rooms::SessionId) {
+        let signaling = self.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = signaling
+                    .rooms()
+                    .disconnect(session, rooms::Departure::Closed)
+                    .await;
+                signaling.delivery().unregister(session);
+            });
+        }
+    }
+
     /// Tells every room and session the server is stopping.
     pub fn shut_down(&self) {
         // Rooms first, so the sessions' goodbyes are the last thing they hear.

@@ -400,17 +400,7 @@ impl Drop for Native {
             return;
         }
         // The session task was cancelled or panicked before `finish`: leave anyway.
-        let signaling = self.signaling.clone();
-        let session = self.session;
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = signaling
-                    .rooms()
-                    .disconnect(session, Departure::Closed)
-                    .await;
-                signaling.delivery().unregister(session);
-            });
-        }
+        self.signaling.end_abandoned(self.session);
     }
 }
 

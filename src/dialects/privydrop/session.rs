@@ -567,16 +567,6 @@ impl Drop for Session {
             return;
         }
         // The task was cancelled or panicked before `finish`: leave anyway.
-        let signaling = self.dialect.signaling.clone();
-        let session = self.session;
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = signaling
-                    .rooms()
-                    .disconnect(session, Departure::Closed)
-                    .await;
-                signaling.delivery().unregister(session);
-            });
-        }
+        self.dialect.signaling.end_abandoned(self.session);
     }
 }
