@@ -821,3 +821,15 @@ async fn discovery_lists_peers_of_one_network_whatever_node_they_are_on() {
     drop(b);
     assert_eq!(a.expect("peers_on_network").await["peers"], json!([]));
 }
+
+/// PrivyDrop's Socket.IO clients on two nodes: a sender on one, receivers on the other.
+#[test]
+fn privydrop_works_across_two_nodes() {
+    let Some(redis) = PrivateRedis::start() else {
+        return;
+    };
+    crate::node_suites::run_node_suite_with(
+        "privydrop-cluster.test.mjs",
+        &[("REDIS_URL", &redis.url())],
+    );
+}
