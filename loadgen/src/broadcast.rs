@@ -4,10 +4,11 @@
 //! Member 0 of every room (its first joiner, who creates it with `capacity` M) sends offers and
 //! candidates without `to`, each carrying a [`Mark`] (room, side 0, sequence number, send time);
 //! the server relays every message to the M−1 other members. Each receiver checks, as in `relay`,
-//! that a message came through the right room from the room's sender, in order, and records its
-//! end-to-end latency. Every (sender, receiver) pair is a [`Lane`]; the sender keeps at most
-//! `--window` messages in flight relative to its slowest receiver, so flat-out runs measure fan-out
-//! throughput rather than queue growth.
+//! that a message came through the right room from the room's sender, in order and once, and
+//! records its end-to-end latency. Every (sender, receiver) pair is a [`Lane`]; the sender keeps
+//! at most `--window` messages in flight relative to its slowest receiver, so flat-out runs
+//! measure fan-out throughput rather than queue growth. With several nodes, member i of every room
+//! is on node i mod n.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,11 +24,12 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::cli::Common;
+use crate::compare::{self, Subject};
 use crate::payload::{Mark, Script};
-use crate::relay::{self, Counts, Expect, Lane, Run};
+use crate::redis::{self, Usage};
+use crate::relay::{self, Counts, Expect, Lane, PER_MESSAGE, Run};
 use crate::report::{self, Outcome, Report};
 use crate::stats::Summary;
-use crate::target::Target;
 use crate::ws::{self, Member, SourceAddrs, Ws};
 
 /// Connections set up at once (whole rooms of them): as many as `relay` opens, 64 rooms of two.
@@ -45,9 +47,6 @@ const SENDER_SIDE: u8 = 0;
 pub struct BroadcastArgs {
     #[command(flatten)]
     pub common: Common,
-    /// Also run the same scenario against the baseline relay at this URL, first, and report ratios.
-    #[arg(long)]
-    pub baseline_url: Option<Target>,
     /// Rooms, each with one sender (rooms × members is at most 18,000).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=6_000))]
     pub rooms: u32,
@@ -116,12 +115,17 @@ pub struct BroadcastReport {
     pub lost: u64,
     /// Received in the wrong room, from the wrong client, without a mark, or by a sender.
     pub misrouted: u64,
-    /// Received with a sequence number lower than one the same receiver already saw.
+    /// Received again: a sequence number the same receiver had already received.
+    pub duplicated: u64,
+    /// Received for the first time, but after a higher sequence number.
     pub reordered: u64,
     pub errors: u64,
     pub error_kinds: BTreeMap<String, u64>,
     /// End-to-end latency, send to receipt, over every receipt.
     pub latency: Summary,
+    /// What the target's Redis did while the messages flowed (with `--redis`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<Usage>,
     /// Throughput of every round, when the median of several is reported.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub delivered_per_sec_rounds: Vec<f64>,
@@ -133,22 +137,12 @@ pub async fn run(args: &BroadcastArgs) -> Outcome {
         eprintln!("loadgen broadcast: {e}");
         return Outcome::Failed;
     }
-    let Some(baseline) = &args.baseline_url else {
-        return report::emit(
-            args.common.json,
-            &measure(args, &args.common.target, &args.common.label).await,
-        );
+    let target = args.common.target();
+    let Some(baseline) = args.common.baseline() else {
+        return report::emit(args.common.json, &measure(args, target).await);
     };
-    let (mut baselines, mut targets) = (Vec::new(), Vec::new());
-    for round in 0..args.rounds {
-        if round % 2 == 0 {
-            baselines.push(measure(args, baseline, "baseline").await);
-            targets.push(measure(args, &args.common.target, &args.common.label).await);
-        } else {
-            targets.push(measure(args, &args.common.target, &args.common.label).await);
-            baselines.push(measure(args, baseline, "baseline").await);
-        }
-    }
+    let (targets, baselines) =
+        compare::alternate(args.rounds, target, baseline, |who| measure(args, who)).await;
     let (baseline, target) = (median(baselines), median(targets));
     report::emit_comparison(
         args.common.json,
@@ -165,9 +159,10 @@ fn median(mut runs: Vec<BroadcastReport>) -> BroadcastReport {
     runs.sort_by(|a, b| a.delivered_per_sec.total_cmp(&b.delivered_per_sec));
     let rounds: Vec<f64> = runs.iter().map(|r| r.delivered_per_sec).collect();
     let worst = |field: fn(&BroadcastReport) -> u64| runs.iter().map(field).max().unwrap_or(0);
-    let (lost, misrouted, reordered, errors) = (
+    let (lost, misrouted, duplicated, reordered, errors) = (
         worst(|r| r.lost),
         worst(|r| r.misrouted),
+        worst(|r| r.duplicated),
         worst(|r| r.reordered),
         worst(|r| r.errors),
     );
@@ -178,6 +173,7 @@ fn median(mut runs: Vec<BroadcastReport>) -> BroadcastReport {
     }
     middle.lost = lost;
     middle.misrouted = misrouted;
+    middle.duplicated = duplicated;
     middle.reordered = reordered;
     middle.errors = errors;
     middle.rooms_ready = rooms_ready;
@@ -194,8 +190,8 @@ fn lead(sent: u64, received: impl IntoIterator<Item = u64>) -> u64 {
 }
 
 /// Receipts missing when a sender sent `sent` messages and its receivers got `received`:
-/// `sent × receivers − delivered`, except that a receiver that got more than was sent (a
-/// duplicate, also counted as reordered) does not make up for another's losses.
+/// `sent × receivers − delivered`, except that a receiver that somehow counted more than was sent
+/// does not make up for another's losses (duplicates are not counted as received at all).
 fn lost(sent: u64, received: impl IntoIterator<Item = u64>) -> u64 {
     received.into_iter().map(|r| sent.saturating_sub(r)).sum()
 }
@@ -255,11 +251,12 @@ impl Fanout {
     }
 }
 
-/// Runs the scenario once against `target`.
-pub async fn measure(args: &BroadcastArgs, target: &Target, label: &str) -> BroadcastReport {
+/// Runs the scenario once against `subject`.
+pub async fn measure(args: &BroadcastArgs, subject: Subject<'_>) -> BroadcastReport {
     let run = Arc::new(Run::new());
-    let rooms = set_up_rooms(args, target, &run.counts).await;
+    let rooms = set_up_rooms(args, subject, &run.counts).await;
     let rooms_ready = rooms.len() as u32;
+    let meter = redis::start(subject.redis, |e| run.counts.error(e)).await;
 
     let script = Arc::new(Script::new(SENDER_SIDE, args.size.map(|s| s as usize)));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -343,10 +340,11 @@ pub async fn measure(args: &BroadcastArgs, target: &Target, label: &str) -> Broa
             run.counts.error(format!("reader_panicked: {e}"));
         }
     }
+    let delivered: u64 = fanouts.iter().flat_map(|f| f.received()).sum();
+    let redis = redis::stop(meter, PER_MESSAGE, delivered, |e| run.counts.error(e)).await;
     relay::close_all(sinks).await;
 
     let sent: u64 = fanouts.iter().map(|f| f.sent()).sum();
-    let delivered: u64 = fanouts.iter().flat_map(|f| f.received()).sum();
     let lost: u64 = fanouts.iter().map(|f| f.lost()).sum();
     let last_ns = run
         .counts
@@ -357,8 +355,8 @@ pub async fn measure(args: &BroadcastArgs, target: &Target, label: &str) -> Broa
     let error_kinds = run.counts.take_errors();
     BroadcastReport {
         scenario: "broadcast",
-        label: label.to_owned(),
-        url: format!("http://{}", target.addr),
+        label: subject.label.to_owned(),
+        url: subject.service.to_string(),
         rooms: args.rooms,
         rooms_ready,
         members: args.members,
@@ -373,10 +371,12 @@ pub async fn measure(args: &BroadcastArgs, target: &Target, label: &str) -> Broa
         delivered_per_sec: delivered as f64 / duration_s,
         lost,
         misrouted: run.counts.misrouted.load(Ordering::Acquire),
+        duplicated: run.counts.duplicated.load(Ordering::Acquire),
         reordered: run.counts.reordered.load(Ordering::Acquire),
         errors: error_kinds.values().sum(),
         error_kinds,
         latency: run.latency_summary(),
+        redis,
         delivered_per_sec_rounds: Vec::new(),
     }
 }
@@ -384,7 +384,7 @@ pub async fn measure(args: &BroadcastArgs, target: &Target, label: &str) -> Broa
 /// Connects and joins every room, a few at a time; failures are counted and the room skipped.
 async fn set_up_rooms(
     args: &BroadcastArgs,
-    target: &Target,
+    subject: Subject<'_>,
     counts: &Counts,
 ) -> Vec<(u32, String, Vec<Member>)> {
     let sources = SourceAddrs::default();
@@ -395,7 +395,8 @@ async fn set_up_rooms(
         .map(|index| {
             let (sources, name) = (&sources, format!("lg-{run_id:08x}-b{index}"));
             async move {
-                let joined = ws::join_group(target, sources, &name, args.members, config).await;
+                let joined =
+                    ws::join_group(subject.service, sources, &name, args.members, config).await;
                 (index, name, joined)
             }
         })
@@ -486,6 +487,7 @@ impl Report for BroadcastReport {
         self.errors == 0
             && self.lost == 0
             && self.misrouted == 0
+            && self.duplicated == 0
             && self.reordered == 0
             && self.rooms_ready == self.rooms
             && self.delivered > 0
@@ -500,7 +502,8 @@ impl Report for BroadcastReport {
         };
         let mut out = format!(
             "broadcast [{}] {}: {} rooms × {} members ({} ready), {rate}, {size} (avg {:.0} B), window {}, {:.1} s\n  \
-             sent {}  delivered {}  ({:.0}/s)  lost {}  misrouted {}  reordered {}  errors {}\n",
+             sent {}  delivered {}  ({:.0}/s)  lost {}  misrouted {}  duplicated {}  reordered {}  \
+             errors {}\n",
             self.label,
             self.url,
             self.rooms,
@@ -514,10 +517,14 @@ impl Report for BroadcastReport {
             self.delivered_per_sec,
             self.lost,
             self.misrouted,
+            self.duplicated,
             self.reordered,
             self.errors
         );
         out += &report::latency_table(std::iter::once(("end-to-end", &self.latency)));
+        if let Some(redis) = &self.redis {
+            out += &redis.line();
+        }
         for (kind, count) in &self.error_kinds {
             out += &format!("  error {kind}: {count}\n");
         }
@@ -647,10 +654,12 @@ mod tests {
             delivered_per_sec,
             lost,
             misrouted: 0,
+            duplicated: 0,
             reordered: 0,
             errors: 0,
             error_kinds: BTreeMap::new(),
             latency: Summary::default(),
+            redis: None,
             delivered_per_sec_rounds: Vec::new(),
         }
     }

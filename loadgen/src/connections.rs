@@ -1,10 +1,12 @@
 //! `connections`: many idle WebSocket connections, joined to rooms in pairs, held open while the
-//! server's resident memory is read from `/proc/<pid>/status`.
+//! server's resident memory is read from `/proc/<pid>/status` (summed over the pids given: the
+//! nodes of a cluster). With several nodes, the two members of every pair are on different nodes.
 //!
 //! Every connection has a task that keeps polling its stream, so server pings are answered (by
 //! tungstenite, when the stream is read) and a dropped connection is noticed and counted.
 
 use std::collections::BTreeMap;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -17,8 +19,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::cli::Common;
+use crate::compare::Subject;
+use crate::redis::{self, Usage};
 use crate::report::{self, Outcome, Report};
-use crate::target::Target;
 use crate::ws::{self, ServerMessage, SourceAddrs, Ws};
 
 /// Pairs set up at once.
@@ -34,20 +37,22 @@ const SPARE_FDS: u64 = 64;
 /// How long closing may take once the hold is over.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What one operation is, for the Redis numbers.
+const PER_CONNECTION: &str = "connection";
+
 /// Options of the `connections` scenario.
 #[derive(clap::Args, Debug, Clone)]
+#[command(mut_arg("baseline_url", |arg| arg.requires("baseline_pid")))]
 pub struct ConnectionsArgs {
     #[command(flatten)]
     pub common: Common,
-    /// Pid of the server at `--url`, to read its RSS.
+    /// Pid of the server at `--url`, to read its RSS; with several nodes, their pids,
+    /// comma-separated: the RSS is their sum.
     #[arg(long)]
-    pub server_pid: Option<u32>,
-    /// Also run the scenario against the baseline relay at this URL, first, and report ratios.
-    #[arg(long, requires = "baseline_pid")]
-    pub baseline_url: Option<Target>,
-    /// Pid of the baseline relay.
+    pub server_pid: Option<Pids>,
+    /// Pid (or pids, comma-separated) of the baseline.
     #[arg(long)]
-    pub baseline_pid: Option<u32>,
+    pub baseline_pid: Option<Pids>,
     /// Connections to open (rounded up to an even number: they join rooms in pairs).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(2..=200_000))]
     pub count: u32,
@@ -72,7 +77,8 @@ pub struct ConnectionsReport {
     pub setup_s: f64,
     pub hold_s: u64,
     pub client_fd_limit: u64,
-    pub server_pid: Option<u32>,
+    /// The processes whose RSS is summed.
+    pub server_pids: Vec<u32>,
     pub server_rss_before_bytes: Option<u64>,
     /// Right after set-up and the settle pause.
     pub server_rss_established_bytes: Option<u64>,
@@ -82,6 +88,38 @@ pub struct ConnectionsReport {
     pub server_bytes_per_connection: Option<f64>,
     pub errors: u64,
     pub error_kinds: BTreeMap<String, u64>,
+    /// What the target's Redis did from before set-up to the end of the hold (with `--redis`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<Usage>,
+}
+
+/// Server processes whose resident memory is summed: the nodes of one service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pids(Vec<u32>);
+
+impl FromStr for Pids {
+    type Err = String;
+
+    /// A comma-separated list of pids, at least one.
+    fn from_str(list: &str) -> Result<Self, Self::Err> {
+        list.split(',')
+            .map(|pid| pid.trim().parse::<u32>())
+            .collect::<Result<Vec<_>, _>>()
+            .map(Pids)
+            .map_err(|e| format!("{list:?} is not a comma-separated list of pids: {e}"))
+    }
+}
+
+impl Pids {
+    /// The summed RSS of every process, in bytes; an error if any cannot be read.
+    pub fn rss(&self) -> Result<u64, RssError> {
+        self.sum(read_rss)
+    }
+
+    /// The sum of `read` over every pid; an error if any read fails.
+    fn sum(&self, read: impl Fn(u32) -> Result<u64, RssError>) -> Result<u64, RssError> {
+        self.0.iter().map(|pid| read(*pid)).sum()
+    }
 }
 
 /// Runs the scenario (and the baseline comparison, when asked) and prints the report.
@@ -102,20 +140,11 @@ pub async fn run(args: &ConnectionsArgs) -> Outcome {
         );
         return Outcome::Failed;
     }
-    let target = (
-        &args.common.target,
-        args.common.label.as_str(),
-        args.server_pid,
-    );
-    let Some(baseline_url) = &args.baseline_url else {
+    let target = (args.common.target(), args.server_pid.as_ref());
+    let Some(baseline) = args.common.baseline() else {
         return report::emit(args.common.json, &measure(args, target, fd_limit).await);
     };
-    let baseline = measure(
-        args,
-        (baseline_url, "baseline", args.baseline_pid),
-        fd_limit,
-    )
-    .await;
+    let baseline = measure(args, (baseline, args.baseline_pid.as_ref()), fd_limit).await;
     // Let the kernel reap the baseline's sockets before the next run opens as many again.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let target = measure(args, target, fd_limit).await;
@@ -123,21 +152,22 @@ pub async fn run(args: &ConnectionsArgs) -> Outcome {
     report::emit_comparison(args.common.json, "connections", &target, &baseline, &ratios)
 }
 
-/// Runs the scenario once against `target`, labelled `label`, reading the RSS of `pid`.
+/// Runs the scenario once against `subject`, reading the RSS of `pids`.
 async fn measure(
     args: &ConnectionsArgs,
-    (target, label, pid): (&Target, &str, Option<u32>),
+    (subject, pids): (Subject<'_>, Option<&Pids>),
     client_fd_limit: u64,
 ) -> ConnectionsReport {
     let mut errors = BTreeMap::<String, u64>::new();
     let mut error = |kind: String| *errors.entry(kind).or_default() += 1;
     let rss = |what: &str, error: &mut dyn FnMut(String)| {
-        let pid = pid?;
-        read_rss(pid)
+        pids?
+            .rss()
             .inspect_err(|e| error(format!("rss_{what}: {e}")))
             .ok()
     };
     let rss_before = rss("before", &mut error);
+    let meter = redis::start(subject.redis, &mut error).await;
 
     let started = Instant::now();
     let pairs = args.count.div_ceil(2);
@@ -151,7 +181,7 @@ async fn measure(
     let mut joining = futures_util::stream::iter(0..pairs)
         .map(|index| {
             let (sources, room) = (&sources, format!("lg-idle-{run_id:08x}-{index}"));
-            async move { ws::join_pair(target, sources, &room, config).await }
+            async move { ws::join_pair(subject.service, sources, &room, config).await }
         })
         .buffer_unordered(SETUP_PARALLELISM);
     while let Some(joined) = joining.next().await {
@@ -173,6 +203,7 @@ async fn measure(
     tokio::time::sleep(Duration::from_secs(args.hold)).await;
     let rss_after = rss("after", &mut error);
     let open_at_end = established.saturating_sub(dropped.load(Ordering::Acquire) as u32);
+    let redis = redis::stop(meter, PER_CONNECTION, u64::from(established), &mut error).await;
 
     let _ = stop_tx.send(true);
     let closing = async {
@@ -198,21 +229,22 @@ async fn measure(
     };
     ConnectionsReport {
         scenario: "connections",
-        label: label.to_owned(),
-        url: format!("http://{}", target.addr),
+        label: subject.label.to_owned(),
+        url: subject.service.to_string(),
         requested: pairs * 2,
         established,
         open_at_end,
         setup_s,
         hold_s: args.hold,
         client_fd_limit,
-        server_pid: pid,
+        server_pids: pids.map_or_else(Vec::new, |pids| pids.0.clone()),
         server_rss_before_bytes: rss_before,
         server_rss_established_bytes: rss_established,
         server_rss_after_bytes: rss_after,
         server_bytes_per_connection: per_connection,
         errors: errors.values().sum(),
         error_kinds: errors,
+        redis,
     }
 }
 
@@ -291,6 +323,9 @@ impl Report for ConnectionsReport {
                 .map_or("n/a (no --server-pid)".to_owned(), |b| format!("{b:.0} B")),
             self.errors
         );
+        if let Some(redis) = &self.redis {
+            out += &redis.line();
+        }
         for (kind, count) in &self.error_kinds {
             out += &format!("  error {kind}: {count}\n");
         }
@@ -312,5 +347,41 @@ mod tests {
     #[test]
     fn own_rss_is_readable() {
         assert!(read_rss(std::process::id()).expect("rss") > 0);
+    }
+
+    #[test]
+    fn pid_lists_parse_and_sum_their_rss() {
+        let pids: Pids = "12, 30,4".parse().expect("three pids");
+        assert_eq!(pids, Pids(vec![12, 30, 4]));
+        let fake = |pid: u32| match pid {
+            0 => Err(RssError::Missing),
+            pid => Ok(u64::from(pid) * 1000),
+        };
+        assert_eq!(pids.sum(fake).expect("sum"), 46_000);
+        assert!(Pids(vec![12, 0]).sum(fake).is_err());
+        let me = std::process::id()
+            .to_string()
+            .parse::<Pids>()
+            .expect("own pid");
+        assert!(me.rss().expect("own rss") > 0);
+        for bad in ["", "1,", "x", "1,,2", "-1"] {
+            assert!(bad.parse::<Pids>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_baseline_needs_its_pid() {
+        use clap::Parser;
+
+        use crate::cli::Cli;
+        let base = [
+            "loadgen",
+            "connections",
+            "--baseline-url",
+            "http://127.0.0.1:2",
+        ];
+        assert!(Cli::try_parse_from(base).is_err());
+        let with_pids = base.iter().chain(&["--baseline-pid", "1,2"]);
+        assert!(Cli::try_parse_from(with_pids).is_ok());
     }
 }

@@ -1,9 +1,13 @@
 //! `loadgen`: drives a running signalpost, or the baseline relay, over real loopback sockets.
 //!
 //! Layout:
-//! - `cli`: the command line; `target`: the loopback-only server address.
+//! - `cli`: the command line; `target`: loopback-only server addresses, and a service of one or
+//!   more nodes with the rule of which node each client talks to; `compare`: the server under test
+//!   and the baseline, measured side by side.
 //! - `pairing`, `relay`, `broadcast`, `connections`: one module per scenario, each `measure`s and
-//!   returns a report.
+//!   returns a report; `sequence` tells late and duplicated receipts apart for the readers.
+//! - `redis`: a cluster's Redis counters (`INFO`), read around a run: commands and CPU per
+//!   operation.
 //! - `http` and `ws`: the thin clients the scenarios use; `payload`: realistic signaling messages
 //!   that carry a room, a sequence number and a send time.
 //! - `stats`: latency histograms; `report`: tables, JSON and the comparison with the baseline.
@@ -15,12 +19,15 @@ use clap::Parser;
 
 mod broadcast;
 mod cli;
+mod compare;
 mod connections;
 mod http;
 mod pairing;
 mod payload;
+mod redis;
 mod relay;
 mod report;
+mod sequence;
 mod stats;
 mod target;
 mod ws;
@@ -32,7 +39,7 @@ use report::Outcome;
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
-        Command::Pairing(args) => report::emit(args.common.json, &pairing::measure(&args).await),
+        Command::Pairing(args) => pairing::run(&args).await,
         Command::Relay(args) => relay::run(&args).await,
         Command::Broadcast(args) => broadcast::run(&args).await,
         Command::Connections(args) => connections::run(&args).await,

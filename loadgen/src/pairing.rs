@@ -2,6 +2,8 @@
 //!
 //! One pairing is create (201, server-generated joinid) → check (204) → accept (200 roomid) →
 //! check (200, same roomid). Any other status or body is an error and the worker starts a new one.
+//! With several nodes, the four steps go to consecutive nodes ([`Service::step_node`]): each
+//! worker keeps one keep-alive connection per node.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -10,10 +12,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::cli::Common;
+use crate::compare::Subject;
 use crate::http::{Client, HttpError};
-use crate::report::{self, Report};
+use crate::redis::{self, Usage};
+use crate::report::{self, Outcome, Report};
 use crate::stats::{Latency, Summary};
-use crate::target::Target;
+use crate::target::Service;
 
 /// How long the server keeps each pending code: long enough to outlive any pairing, short enough
 /// that a long run does not fill the 6-digit code space with live codes.
@@ -38,6 +42,17 @@ pub struct PairingArgs {
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     pub rate: u64,
 }
+
+/// What one operation is, for the Redis numbers.
+const PER_PAIRING: &str = "pairing";
+
+/// The fields compared with the baseline, as `target / baseline` ratios.
+const RATIOS: [&str; 4] = [
+    "pairings_per_sec",
+    "latency/create/p50_us",
+    "latency/create/p99_us",
+    "latency/accept/p99_us",
+];
 
 /// The four requests of a pairing, in order.
 #[derive(Debug, Clone, Copy)]
@@ -103,11 +118,27 @@ pub struct PairingReport {
     pub first_transport_error: Option<String>,
     /// Latency per request type: create, check_pending, accept, check_accepted.
     pub latency: BTreeMap<&'static str, Summary>,
+    /// What the target's Redis did during the run (with `--redis`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<Usage>,
 }
 
-/// Runs the scenario against `args.common.target`.
-pub async fn measure(args: &PairingArgs) -> PairingReport {
-    let target = args.common.target.clone();
+/// Runs the scenario (and the baseline comparison, when asked) and prints the report.
+pub async fn run(args: &PairingArgs) -> Outcome {
+    let target = args.common.target();
+    let Some(baseline) = args.common.baseline() else {
+        return report::emit(args.common.json, &measure(args, target).await);
+    };
+    // The baseline first, as in the first round of `relay`.
+    let baseline = measure(args, baseline).await;
+    let target = measure(args, target).await;
+    report::emit_comparison(args.common.json, "pairing", &target, &baseline, &RATIOS)
+}
+
+/// Runs the scenario once against `subject`.
+pub async fn measure(args: &PairingArgs, subject: Subject<'_>) -> PairingReport {
+    let mut total = WorkerStats::new();
+    let meter = redis::start(subject.redis, |e| total.error(e)).await;
     let deadline = Instant::now() + Duration::from_secs(args.duration);
     let run_id: u32 = rand::random();
     let started = Instant::now();
@@ -116,28 +147,28 @@ pub async fn measure(args: &PairingArgs) -> PairingReport {
         .then(|| Duration::from_secs_f64(f64::from(args.concurrency) / args.rate as f64));
     let workers: Vec<_> = (0..args.concurrency)
         .map(|worker| {
+            let numbering = Numbering {
+                first: u64::from(worker),
+                stride: u64::from(args.concurrency),
+            };
             let prefix = format!("lg{run_id:08x}w{worker}");
-            tokio::spawn(run_worker(target.clone(), prefix, deadline, period))
+            let service = subject.service.clone();
+            tokio::spawn(run_worker(service, numbering, prefix, deadline, period))
         })
         .collect();
 
-    let mut total = WorkerStats::new();
     for worker in workers {
         match worker.await {
             Ok(stats) => total.merge(stats),
-            Err(join) => {
-                *total
-                    .errors
-                    .entry(format!("worker_panicked: {join}"))
-                    .or_default() += 1
-            }
+            Err(join) => total.error(format!("worker_panicked: {join}")),
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let redis = redis::stop(meter, PER_PAIRING, total.pairings, |e| total.error(e)).await;
     PairingReport {
         scenario: "pairing",
-        label: args.common.label.clone(),
-        url: format!("http://{}", target.addr),
+        label: subject.label.to_owned(),
+        url: subject.service.to_string(),
         concurrency: args.concurrency,
         rate: args.rate,
         duration_s: elapsed,
@@ -150,16 +181,34 @@ pub async fn measure(args: &PairingArgs) -> PairingReport {
             .iter()
             .map(|s| (s.name(), total.latency[*s as usize].summary()))
             .collect(),
+        redis,
+    }
+}
+
+/// The pairing numbers one worker uses, `first`, `first + stride`, ...: with one worker per
+/// residue, every pairing of a run has its own number, and consecutive numbers start on
+/// consecutive nodes.
+#[derive(Debug, Clone, Copy)]
+struct Numbering {
+    first: u64,
+    stride: u64,
+}
+
+impl Numbering {
+    /// The number of this worker's `n`th pairing, from 0.
+    fn nth(self, n: u64) -> u64 {
+        self.first.wrapping_add(n.wrapping_mul(self.stride))
     }
 }
 
 async fn run_worker(
-    target: Target,
+    service: Service,
+    numbering: Numbering,
     prefix: String,
     deadline: Instant,
     period: Option<Duration>,
 ) -> WorkerStats {
-    let mut client = Client::new(target);
+    let mut clients: Vec<Client> = service.nodes().iter().cloned().map(Client::new).collect();
     let mut stats = WorkerStats::new();
     let mut ticker = period.map(|period| {
         // Spread the workers' ticks over one period so they do not all start at once.
@@ -176,11 +225,16 @@ async fn run_worker(
                 break;
             }
         }
+        let pairing = Pairing {
+            service: &service,
+            number: numbering.nth(n),
+            ids: format!("{prefix}n{n}"),
+        };
         n += 1;
-        match pair_once(&mut client, &mut stats.latency, &format!("{prefix}n{n}")).await {
+        match pairing.run(&mut clients, &mut stats.latency).await {
             Ok(()) => stats.pairings += 1,
             Err(failure) => {
-                *stats.errors.entry(failure.to_string()).or_default() += 1;
+                stats.error(failure.to_string());
                 if let Failure::Transport { source, .. } = failure {
                     stats
                         .first_transport_error
@@ -203,80 +257,87 @@ struct Accepted {
     roomid: String,
 }
 
-/// One full pairing with fresh client ids derived from `ids`.
-async fn pair_once(
-    client: &mut Client,
-    latency: &mut [Latency; 4],
-    ids: &str,
-) -> Result<(), Failure> {
-    let client1 = format!("{ids}a");
-    let client2 = format!("{ids}b");
-
-    let create = json!({ "client1": client1, "expiresInSeconds": EXPIRES_IN_SECONDS });
-    let body = request(client, latency, Step::Create, "/api/rooms", create, 201).await?;
-    let joinid = parse::<Created>(&body, Step::Create)?.joinid;
-
-    let check = json!({ "joinid": joinid, "client1": client1 });
-    request(
-        client,
-        latency,
-        Step::CheckPending,
-        "/api/rooms/check",
-        check.clone(),
-        204,
-    )
-    .await?;
-
-    let accept = json!({ "joinid": joinid, "client2": client2 });
-    let body = request(
-        client,
-        latency,
-        Step::Accept,
-        "/api/rooms/accept",
-        accept,
-        200,
-    )
-    .await?;
-    let roomid = parse::<Accepted>(&body, Step::Accept)?.roomid;
-
-    let body = request(
-        client,
-        latency,
-        Step::CheckAccepted,
-        "/api/rooms/check",
-        check,
-        200,
-    )
-    .await?;
-    if parse::<Accepted>(&body, Step::CheckAccepted)?.roomid != roomid {
-        return Err(Failure::Body {
-            step: Step::CheckAccepted,
-        });
-    }
-    Ok(())
+/// One pairing: its number, which chooses the node of each step, and the text its fresh client
+/// ids are derived from.
+struct Pairing<'a> {
+    service: &'a Service,
+    number: u64,
+    ids: String,
 }
 
-async fn request(
-    client: &mut Client,
-    latency: &mut [Latency; 4],
-    step: Step,
-    path: &str,
-    body: serde_json::Value,
-    expected: u16,
-) -> Result<bytes::Bytes, Failure> {
-    let sent = Instant::now();
-    let response = client
-        .post_json(path, body.to_string())
-        .await
-        .map_err(|source| Failure::Transport { step, source })?;
-    latency[step as usize].record(sent.elapsed());
-    if response.status.as_u16() != expected {
-        return Err(Failure::Status {
-            step,
-            status: response.status.as_u16(),
-        });
+impl Pairing<'_> {
+    /// The four steps, each on its node; `clients` holds one connection per node of the service.
+    async fn run(&self, clients: &mut [Client], latency: &mut [Latency; 4]) -> Result<(), Failure> {
+        let client1 = format!("{}a", self.ids);
+        let client2 = format!("{}b", self.ids);
+
+        let create = json!({ "client1": client1, "expiresInSeconds": EXPIRES_IN_SECONDS });
+        let body = self
+            .request(clients, latency, Step::Create, "/api/rooms", create, 201)
+            .await?;
+        let joinid = parse::<Created>(&body, Step::Create)?.joinid;
+
+        let check = json!({ "joinid": joinid, "client1": client1 });
+        let path = "/api/rooms/check";
+        self.request(
+            clients,
+            latency,
+            Step::CheckPending,
+            path,
+            check.clone(),
+            204,
+        )
+        .await?;
+
+        let accept = json!({ "joinid": joinid, "client2": client2 });
+        let body = self
+            .request(
+                clients,
+                latency,
+                Step::Accept,
+                "/api/rooms/accept",
+                accept,
+                200,
+            )
+            .await?;
+        let roomid = parse::<Accepted>(&body, Step::Accept)?.roomid;
+
+        let body = self
+            .request(clients, latency, Step::CheckAccepted, path, check, 200)
+            .await?;
+        if parse::<Accepted>(&body, Step::CheckAccepted)?.roomid != roomid {
+            return Err(Failure::Body {
+                step: Step::CheckAccepted,
+            });
+        }
+        Ok(())
     }
-    Ok(response.body)
+
+    /// Sends one step to its node and checks the status.
+    async fn request(
+        &self,
+        clients: &mut [Client],
+        latency: &mut [Latency; 4],
+        step: Step,
+        path: &str,
+        body: serde_json::Value,
+        expected: u16,
+    ) -> Result<bytes::Bytes, Failure> {
+        let client = &mut clients[self.service.step_node(self.number, step as usize)];
+        let sent = Instant::now();
+        let response = client
+            .post_json(path, body.to_string())
+            .await
+            .map_err(|source| Failure::Transport { step, source })?;
+        latency[step as usize].record(sent.elapsed());
+        if response.status.as_u16() != expected {
+            return Err(Failure::Status {
+                step,
+                status: response.status.as_u16(),
+            });
+        }
+        Ok(response.body)
+    }
 }
 
 fn parse<'a, T: Deserialize<'a>>(body: &'a [u8], step: Step) -> Result<T, Failure> {
@@ -291,6 +352,11 @@ impl WorkerStats {
             errors: BTreeMap::new(),
             first_transport_error: None,
         }
+    }
+
+    /// Counts one error of kind `kind`.
+    fn error(&mut self, kind: String) {
+        *self.errors.entry(kind).or_default() += 1;
     }
 
     fn merge(&mut self, other: WorkerStats) {
@@ -330,6 +396,9 @@ impl Report for PairingReport {
             report.errors
         );
         out += &report::latency_table(report.latency.iter().map(|(name, s)| (*name, s)));
+        if let Some(redis) = &report.redis {
+            out += &redis.line();
+        }
         for (kind, count) in &report.error_kinds {
             out += &format!("  error {kind}: {count}\n");
         }

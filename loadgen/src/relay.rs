@@ -1,10 +1,11 @@
 //! `relay`: rooms of two WebSocket clients exchanging offers, answers and candidates.
 //!
 //! Each client has a writer task and a reader task. Every message carries a [`Mark`] (room, side,
-//! sequence number, send time); the peer's reader checks that it came through the right room from the
-//! right client, in order, and records its end-to-end latency. A bounded window of messages in
-//! flight per sender keeps flat-out runs measuring throughput rather than queue growth (a server
-//! disconnects readers whose outbound queue fills).
+//! sequence number, send time); the peer's reader checks that it came through the right room from
+//! the right client, in order and once, and records its end-to-end latency. A bounded window of
+//! messages in flight per sender keeps flat-out runs measuring throughput rather than queue growth
+//! (a server disconnects readers whose outbound queue fills). With several nodes, the two members
+//! of every room are on different nodes.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,10 +21,12 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::cli::Common;
+use crate::compare::{self, Subject};
 use crate::payload::{Mark, Script};
+use crate::redis::{self, Usage};
 use crate::report::{self, Outcome, Report};
+use crate::sequence::{Receipt, Receipts};
 use crate::stats::{Latency, Summary};
-use crate::target::Target;
 use crate::ws::{self, Member, ServerMessage, SourceAddrs, Ws};
 
 /// Rooms set up at once: enough to set up 1,000 rooms in a few seconds, few enough not to look like
@@ -44,9 +47,6 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct RelayArgs {
     #[command(flatten)]
     pub common: Common,
-    /// Also run the same scenario against the baseline relay at this URL, first, and report ratios.
-    #[arg(long)]
-    pub baseline_url: Option<Target>,
     /// Rooms of two clients.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=9_000))]
     pub rooms: u32,
@@ -94,12 +94,17 @@ pub struct RelayReport {
     pub lost: u64,
     /// Received in the wrong room, from the wrong client, or without a mark.
     pub misrouted: u64,
-    /// Received with a sequence number lower than one already seen.
+    /// Received again: a sequence number the same reader had already received.
+    pub duplicated: u64,
+    /// Received for the first time, but after a higher sequence number.
     pub reordered: u64,
     pub errors: u64,
     pub error_kinds: BTreeMap<String, u64>,
     /// End-to-end latency, send to receipt.
     pub latency: Summary,
+    /// What the target's Redis did while the messages flowed (with `--redis`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<Usage>,
     /// Throughput of every round, when the median of several is reported.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub delivered_per_sec_rounds: Vec<f64>,
@@ -113,24 +118,17 @@ pub(crate) const RATIOS: [&str; 4] = [
     "latency/p999_us",
 ];
 
+/// What one operation is, for the Redis numbers of `relay` and `broadcast`.
+pub(crate) const PER_MESSAGE: &str = "message delivered";
+
 /// Runs the scenario (and the baseline comparison, when asked) and prints the report.
 pub async fn run(args: &RelayArgs) -> Outcome {
-    let Some(baseline) = &args.baseline_url else {
-        return report::emit(
-            args.common.json,
-            &measure(args, &args.common.target, &args.common.label).await,
-        );
+    let target = args.common.target();
+    let Some(baseline) = args.common.baseline() else {
+        return report::emit(args.common.json, &measure(args, target).await);
     };
-    let (mut baselines, mut targets) = (Vec::new(), Vec::new());
-    for round in 0..args.rounds {
-        if round % 2 == 0 {
-            baselines.push(measure(args, baseline, "baseline").await);
-            targets.push(measure(args, &args.common.target, &args.common.label).await);
-        } else {
-            targets.push(measure(args, &args.common.target, &args.common.label).await);
-            baselines.push(measure(args, baseline, "baseline").await);
-        }
-    }
+    let (targets, baselines) =
+        compare::alternate(args.rounds, target, baseline, |who| measure(args, who)).await;
     let (baseline, target) = (median(baselines), median(targets));
     report::emit_comparison(args.common.json, "relay", &target, &baseline, &RATIOS)
 }
@@ -141,9 +139,10 @@ fn median(mut runs: Vec<RelayReport>) -> RelayReport {
     runs.sort_by(|a, b| a.delivered_per_sec.total_cmp(&b.delivered_per_sec));
     let rounds: Vec<f64> = runs.iter().map(|r| r.delivered_per_sec).collect();
     let worst = |field: fn(&RelayReport) -> u64| runs.iter().map(field).max().unwrap_or(0);
-    let (lost, misrouted, reordered, errors) = (
+    let (lost, misrouted, duplicated, reordered, errors) = (
         worst(|r| r.lost),
         worst(|r| r.misrouted),
+        worst(|r| r.duplicated),
         worst(|r| r.reordered),
         worst(|r| r.errors),
     );
@@ -153,6 +152,7 @@ fn median(mut runs: Vec<RelayReport>) -> RelayReport {
     }
     middle.lost = lost;
     middle.misrouted = misrouted;
+    middle.duplicated = duplicated;
     middle.reordered = reordered;
     middle.errors = errors;
     middle
@@ -188,6 +188,7 @@ pub(crate) struct Expect {
 pub(crate) struct Counts {
     errors: Mutex<BTreeMap<String, u64>>,
     pub(crate) misrouted: AtomicU64,
+    pub(crate) duplicated: AtomicU64,
     pub(crate) reordered: AtomicU64,
     pub(crate) bytes_sent: AtomicU64,
     pub(crate) last_receipt_ns: AtomicU64,
@@ -241,11 +242,12 @@ impl Run {
     }
 }
 
-/// Runs the scenario once against `target`.
-pub async fn measure(args: &RelayArgs, target: &Target, label: &str) -> RelayReport {
+/// Runs the scenario once against `subject`.
+pub async fn measure(args: &RelayArgs, subject: Subject<'_>) -> RelayReport {
     let run = Arc::new(Run::new());
-    let rooms = set_up_rooms(args, target, &run.counts).await;
+    let rooms = set_up_rooms(args, subject, &run.counts).await;
     let rooms_ready = rooms.len() as u32;
+    let meter = redis::start(subject.redis, |e| run.counts.error(e)).await;
 
     let size = args.size.map(|s| s as usize);
     let scripts = Arc::new([Script::new(0, size), Script::new(1, size)]);
@@ -310,13 +312,14 @@ pub async fn measure(args: &RelayArgs, target: &Target, label: &str) -> RelayRep
             run.counts.error(format!("reader_panicked: {e}"));
         }
     }
-    close_all(sinks).await;
-
-    let sent: u64 = lanes.iter().map(|l| l.sent.load(Ordering::Acquire)).sum();
     let delivered: u64 = lanes
         .iter()
         .map(|l| l.received.load(Ordering::Acquire))
         .sum();
+    let redis = redis::stop(meter, PER_MESSAGE, delivered, |e| run.counts.error(e)).await;
+    close_all(sinks).await;
+
+    let sent: u64 = lanes.iter().map(|l| l.sent.load(Ordering::Acquire)).sum();
     let lost: u64 = lanes.iter().map(|l| l.in_flight()).sum();
     let last_ns = run
         .counts
@@ -327,8 +330,8 @@ pub async fn measure(args: &RelayArgs, target: &Target, label: &str) -> RelayRep
     let error_kinds = run.counts.take_errors();
     RelayReport {
         scenario: "relay",
-        label: label.to_owned(),
-        url: format!("http://{}", target.addr),
+        label: subject.label.to_owned(),
+        url: subject.service.to_string(),
         rooms: args.rooms,
         rooms_ready,
         rate: args.rate,
@@ -342,10 +345,12 @@ pub async fn measure(args: &RelayArgs, target: &Target, label: &str) -> RelayRep
         delivered_per_sec: delivered as f64 / duration_s,
         lost,
         misrouted: run.counts.misrouted.load(Ordering::Acquire),
+        duplicated: run.counts.duplicated.load(Ordering::Acquire),
         reordered: run.counts.reordered.load(Ordering::Acquire),
         errors: error_kinds.values().sum(),
         error_kinds,
         latency: run.latency_summary(),
+        redis,
         delivered_per_sec_rounds: Vec::new(),
     }
 }
@@ -353,7 +358,7 @@ pub async fn measure(args: &RelayArgs, target: &Target, label: &str) -> RelayRep
 /// Connects and joins every room, a few at a time; failures are counted and the room skipped.
 async fn set_up_rooms(
     args: &RelayArgs,
-    target: &Target,
+    subject: Subject<'_>,
     counts: &Counts,
 ) -> Vec<(u32, String, [Member; 2])> {
     let sources = SourceAddrs::default();
@@ -363,7 +368,7 @@ async fn set_up_rooms(
         .map(|index| {
             let (sources, name) = (&sources, format!("lg-{run_id:08x}-{index}"));
             async move {
-                let joined = ws::join_pair(target, sources, &name, config).await;
+                let joined = ws::join_pair(subject.service, sources, &name, config).await;
                 (index, name, joined)
             }
         })
@@ -455,7 +460,7 @@ pub(crate) async fn read_all(
     mut stream: SplitStream<Ws>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut next_seq = 0u64;
+    let mut receipts = Receipts::default();
     let mut batch = Vec::with_capacity(LATENCY_BATCH);
     let shard = &run.latency[expect.room_index as usize % LATENCY_SHARDS];
     let flush = |batch: &mut Vec<u64>| {
@@ -512,9 +517,11 @@ pub(crate) async fn read_all(
                 continue;
             }
         }
+        // The sender counts a message before sending it, so a real mark's number is below `sent`.
         let routed = Mark::find(&text).filter(|mark| {
             mark.room == expect.room_index
                 && mark.side == expect.peer_side
+                && mark.seq < lane.sent.load(Ordering::Acquire)
                 && parsed.room_id.as_deref() == Some(expect.room_name.as_str())
                 && parsed.from.as_deref() == Some(expect.peer_id.as_str())
         });
@@ -522,10 +529,17 @@ pub(crate) async fn read_all(
             run.counts.misrouted.fetch_add(1, Ordering::Relaxed);
             continue;
         };
-        if mark.seq < next_seq {
-            run.counts.reordered.fetch_add(1, Ordering::Relaxed);
+        match receipts.record(mark.seq) {
+            Receipt::New => {}
+            Receipt::Late => {
+                run.counts.reordered.fetch_add(1, Ordering::Relaxed);
+            }
+            // Not counted as received, so that it cannot make up for a lost message.
+            Receipt::Duplicate => {
+                run.counts.duplicated.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
         }
-        next_seq = next_seq.max(mark.seq + 1);
         batch.push(received_ns.saturating_sub(mark.sent_ns));
         if batch.len() == LATENCY_BATCH {
             flush(&mut batch);
@@ -555,6 +569,7 @@ impl Report for RelayReport {
         self.errors == 0
             && self.lost == 0
             && self.misrouted == 0
+            && self.duplicated == 0
             && self.reordered == 0
             && self.rooms_ready == self.rooms
             && self.delivered > 0
@@ -569,7 +584,8 @@ impl Report for RelayReport {
         };
         let mut out = format!(
             "relay [{}] {}: {} rooms ({} ready), {rate}, {size} (avg {:.0} B), window {}, {:.1} s\n  \
-             sent {}  delivered {}  ({:.0}/s)  lost {}  misrouted {}  reordered {}  errors {}\n",
+             sent {}  delivered {}  ({:.0}/s)  lost {}  misrouted {}  duplicated {}  reordered {}  \
+             errors {}\n",
             self.label,
             self.url,
             self.rooms,
@@ -582,10 +598,14 @@ impl Report for RelayReport {
             self.delivered_per_sec,
             self.lost,
             self.misrouted,
+            self.duplicated,
             self.reordered,
             self.errors
         );
         out += &report::latency_table(std::iter::once(("end-to-end", &self.latency)));
+        if let Some(redis) = &self.redis {
+            out += &redis.line();
+        }
         for (kind, count) in &self.error_kinds {
             out += &format!("  error {kind}: {count}\n");
         }

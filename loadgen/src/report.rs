@@ -13,7 +13,7 @@ use crate::stats::Summary;
 pub trait Report: Serialize {
     /// A human-readable table.
     fn table(&self) -> String;
-    /// True when the run counted no error, lost or misrouted message.
+    /// True when the run counted no error, lost, duplicated or misrouted message.
     fn clean(&self) -> bool;
 }
 
@@ -22,7 +22,7 @@ pub trait Report: Serialize {
 pub enum Outcome {
     /// Completed with nothing counted against it.
     Clean,
-    /// Completed, but counted errors, losses or misroutes.
+    /// Completed, but counted errors, losses, duplicates or misroutes.
     Dirty,
     /// Could not run.
     Failed,
@@ -59,8 +59,8 @@ pub fn emit<R: Report>(json: bool, report: &R) -> Outcome {
     Outcome::from_clean(report.clean())
 }
 
-/// Prints a run against signalpost next to the same run against the baseline, with the ratios
-/// `signalpost / baseline` of the named numeric fields.
+/// Prints a run against the target next to the same run against the baseline, with the ratios
+/// `target / baseline` of the named numeric fields.
 pub fn emit_comparison<R: Report>(
     json: bool,
     scenario: &str,
@@ -152,6 +152,7 @@ pub fn markdown(lines: &str) -> String {
     let mut broadcast = Vec::new();
     let mut connections = Vec::new();
     let mut servers = Vec::new();
+    let mut redis = Vec::new();
     for line in lines.lines().filter(|l| !l.trim().is_empty()) {
         let Ok(value) = serde_json::from_str::<Value>(line) else {
             continue;
@@ -165,8 +166,11 @@ pub fn markdown(lines: &str) -> String {
             None => vec![(value.clone(), None)],
         };
         for (run, ratio) in runs {
+            if run.get("redis").is_some() {
+                redis.push(redis_row(&run));
+            }
             match run.get("scenario").and_then(Value::as_str) {
-                Some("pairing") => pairing.push(pairing_row(&run)),
+                Some("pairing") => pairing.push(pairing_row(&run, ratio)),
                 Some("relay") => relay.push(relay_row(&run, ratio)),
                 Some("broadcast") => broadcast.push(broadcast_row(&run, ratio)),
                 Some("connections") => connections.push(connections_row(&run, ratio)),
@@ -182,23 +186,28 @@ pub fn markdown(lines: &str) -> String {
         out += "\n";
     }
     if !pairing.is_empty() {
-        out += "### pairing\n\n| server | concurrency | rate | s | pairings/s | errors | create p50/p99 µs | check(204) p50/p99 µs | accept p50/p99 µs | check(200) p50/p99 µs |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+        out += "### pairing\n\n| server | concurrency | rate | s | pairings/s | vs baseline | errors | create p50/p99 µs | check(204) p50/p99 µs | accept p50/p99 µs | check(200) p50/p99 µs |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
         out += &pairing.concat();
         out += "\n";
     }
     if !relay.is_empty() {
-        out += "### relay\n\n| server | rooms | rate (msg/s) | size (B) | window | s | delivered/s | vs baseline | p50 µs | p99 µs | p99.9 µs | p99 vs baseline | lost | misrouted | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+        out += "### relay\n\n| server | rooms | rate (msg/s) | size (B) | window | s | delivered/s | vs baseline | p50 µs | p99 µs | p99.9 µs | p99 vs baseline | lost | duplicated | misrouted | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
         out += &relay.concat();
         out += "\n";
     }
     if !broadcast.is_empty() {
-        out += "### broadcast\n\n| server | rooms | members | rate (msg/s sent) | size (B) | window | s | sent/s | delivered/s | vs baseline | p50 µs | p99 µs | p99.9 µs | p99 vs baseline | lost | misrouted | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+        out += "### broadcast\n\n| server | rooms | members | rate (msg/s sent) | size (B) | window | s | sent/s | delivered/s | vs baseline | p50 µs | p99 µs | p99.9 µs | p99 vs baseline | lost | duplicated | misrouted | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
         out += &broadcast.concat();
         out += "\n";
     }
     if !connections.is_empty() {
         out += "### connections\n\n| server | requested | established | server RSS before | server RSS after | bytes/connection | vs baseline | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|\n";
         out += &connections.concat();
+        out += "\n";
+    }
+    if !redis.is_empty() {
+        out += "### Redis work per operation\n\n| scenario | run | server | operations | per | commands/op | scripts/op | Redis CPU µs/op | Redis memory B/op |\n|---|---|---|---:|---|---:|---:|---:|---:|\n";
+        out += &redis.concat();
         out += "\n";
     }
     out
@@ -214,7 +223,7 @@ fn ratio_cell(ratio: Option<&Value>, field: &str) -> String {
     value.map_or(String::new(), |r| format!("{r:.3}"))
 }
 
-fn pairing_row(run: &Value) -> String {
+fn pairing_row(run: &Value, ratio: Option<&Value>) -> String {
     let pair = |step: &str| {
         format!(
             "{} / {}",
@@ -223,12 +232,13 @@ fn pairing_row(run: &Value) -> String {
         )
     };
     format!(
-        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
         label_of(run),
         num(run, "concurrency", 0),
         rate_cell(run),
         num(run, "duration_s", 1),
         num(run, "pairings_per_sec", 0),
+        ratio_cell(ratio, "pairings_per_sec"),
         num(run, "errors", 0),
         pair("create"),
         pair("check_pending"),
@@ -254,7 +264,7 @@ fn size_cell(run: &Value) -> String {
 fn relay_row(run: &Value, ratio: Option<&Value>) -> String {
     let size = size_cell(run);
     format!(
-        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
         label_of(run),
         num(run, "rooms", 0),
         rate_cell(run),
@@ -268,6 +278,7 @@ fn relay_row(run: &Value, ratio: Option<&Value>) -> String {
         num(run, "latency/p999_us", 0),
         ratio_cell(ratio, "latency/p99_us"),
         num(run, "lost", 0),
+        num(run, "duplicated", 0),
         num(run, "misrouted", 0),
         num(run, "errors", 0),
     )
@@ -280,7 +291,7 @@ fn broadcast_row(run: &Value, ratio: Option<&Value>) -> String {
         _ => "–".to_owned(),
     };
     format!(
-        "| {} | {} | {} | {} | {} | {} | {} | {sent_per_sec} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+        "| {} | {} | {} | {} | {} | {} | {} | {sent_per_sec} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
         label_of(run),
         num(run, "rooms", 0),
         num(run, "members", 0),
@@ -295,8 +306,55 @@ fn broadcast_row(run: &Value, ratio: Option<&Value>) -> String {
         num(run, "latency/p999_us", 0),
         ratio_cell(ratio, "latency/p99_us"),
         num(run, "lost", 0),
+        num(run, "duplicated", 0),
         num(run, "misrouted", 0),
         num(run, "errors", 0),
+    )
+}
+
+/// What a run was, in a few words, for the Redis table.
+fn run_cell(run: &Value) -> String {
+    let window = || format!("window {}", num(run, "window", 0));
+    match run.get("scenario").and_then(Value::as_str) {
+        Some("pairing") => format!(
+            "concurrency {}, rate {}",
+            num(run, "concurrency", 0),
+            rate_cell(run)
+        ),
+        Some("relay") => format!(
+            "{} rooms, {} B, {}, rate {}",
+            num(run, "rooms", 0),
+            size_cell(run),
+            window(),
+            rate_cell(run)
+        ),
+        Some("broadcast") => format!(
+            "{} rooms × {}, {} B, {}, rate {}",
+            num(run, "rooms", 0),
+            num(run, "members", 0),
+            size_cell(run),
+            window(),
+            rate_cell(run)
+        ),
+        Some("connections") => format!("{} connections", num(run, "established", 0)),
+        _ => String::new(),
+    }
+}
+
+/// Redis commands, scripts, CPU and memory per operation of a run metered with `--redis`.
+fn redis_row(run: &Value) -> String {
+    let redis = &run["redis"];
+    format!(
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+        run.get("scenario").and_then(Value::as_str).unwrap_or("?"),
+        run_cell(run),
+        label_of(run),
+        num(redis, "ops", 0),
+        redis.get("per").and_then(Value::as_str).unwrap_or("?"),
+        num(redis, "commands_per_op", 2),
+        num(redis, "scripts_per_op", 2),
+        num(redis, "cpu_us_per_op", 1),
+        num(redis, "memory_bytes_per_op", 0),
     )
 }
 
@@ -363,7 +421,8 @@ mod tests {
         let run = |label: &str, per_sec: f64| {
             json!({"scenario": "broadcast", "label": label, "rooms": 3, "members": 8, "rate": 0,
                    "size": 200, "window": 4, "duration_s": 2.0, "sent": 1000,
-                   "delivered_per_sec": per_sec, "lost": 0, "misrouted": 0, "errors": 0,
+                   "delivered_per_sec": per_sec, "lost": 0, "duplicated": 0, "misrouted": 0,
+                   "errors": 0,
                    "latency": {"p50_us": 100.0, "p99_us": 300.0, "p999_us": 400.0}})
         };
         let line = json!({"scenario": "broadcast", "target": run("signalpost", 3150.0),
@@ -381,6 +440,37 @@ mod tests {
             md.contains("| signalpost | 3 | 8 | max | 200 | 4 | 2.0 | 500 | 3150 | 0.900 |"),
             "{md}"
         );
-        assert!(md.contains("| 1.100 | 0 | 0 | 0 |"), "{md}");
+        assert!(md.contains("| 1.100 | 0 | 0 | 0 | 0 |"), "{md}");
+    }
+
+    #[test]
+    fn metered_runs_get_a_redis_row_and_pairings_a_ratio() {
+        let run = |label: &str, redis: Option<Value>| {
+            let mut run = json!({"scenario": "pairing", "label": label, "concurrency": 16,
+                                "rate": 0, "pairings_per_sec": 1000.0, "errors": 0});
+            if let Some(redis) = redis {
+                run["redis"] = redis;
+            }
+            run
+        };
+        let redis = json!({"per": "pairing", "ops": 5000, "commands_per_op": 12.5,
+                           "scripts_per_op": 4.0, "cpu_us_per_op": 80.25,
+                           "memory_bytes_per_op": null});
+        let line = json!({"scenario": "pairing",
+                          "target": run("cluster (2 nodes)", Some(redis)),
+                          "baseline": run("single node", None),
+                          "ratio": {"pairings_per_sec": 0.5}})
+        .to_string();
+        let md = markdown(&line);
+        assert!(md.contains("| cluster (2 nodes) | 16 | max |"), "{md}");
+        assert!(md.contains("| 1000 | 0.500 | 0 |"), "{md}");
+        assert!(md.contains("### Redis work per operation"), "{md}");
+        assert!(
+            md.contains(
+                "| pairing | concurrency 16, rate max | cluster (2 nodes) | 5000 | pairing | 12.50 | 4.00 | 80.2 | – |"
+            ),
+            "{md}"
+        );
+        assert_eq!(md.matches("| single node |").count(), 1, "{md}");
     }
 }

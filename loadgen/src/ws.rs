@@ -1,5 +1,6 @@
 //! WebSocket clients: connecting from spread source addresses, and the join handshakes that put
-//! two clients in a ready room, or several in a full room of a larger capacity.
+//! two clients in a ready room, or several in a full room of a larger capacity. Member i of a room
+//! connects to the service's node i mod n ([`Service::member_node`]).
 
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -13,7 +14,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use crate::target::Target;
+use crate::target::{Service, Target};
 
 /// A client connection.
 pub type Ws = WebSocketStream<TcpStream>;
@@ -119,17 +120,18 @@ pub struct Member {
     pub client_id: String,
 }
 
-/// Connects two clients and joins both to `room`, returning once both saw `room_ready`.
+/// Connects two clients, each to its node of `service`, and joins both to `room`, returning once
+/// both saw `room_ready`.
 pub async fn join_pair(
-    target: &Target,
+    service: &Service,
     sources: &SourceAddrs,
     room: &str,
     config: WebSocketConfig,
 ) -> Result<(Member, Member), SetupError> {
     let setup = async {
         let (first, second) = tokio::try_join!(
-            greet(target, sources.next_for(target), config),
-            greet(target, sources.next_for(target), config)
+            greet_member(service, 0, sources, config),
+            greet_member(service, 1, sources, config)
         )?;
         let (mut first, mut second) = (first, second);
         // The first joiner must be in before the second joins, so the initiator is deterministic.
@@ -147,11 +149,12 @@ pub async fn join_pair(
         .map_err(|_| SetupError::Timeout)?
 }
 
-/// Connects `size` clients and joins them all to `room`, which the first one creates with that
-/// capacity; returns them in join order once each has joined and every earlier member has been
-/// told of the last one, so no join notice is still on its way when the caller starts sending.
+/// Connects `size` clients, each to its node of `service`, and joins them all to `room`, which the
+/// first one creates with that capacity; returns them in join order once each has joined and every
+/// earlier member has been told of the last one, so no join notice is still on its way when the
+/// caller starts sending.
 pub async fn join_group(
-    target: &Target,
+    service: &Service,
     sources: &SourceAddrs,
     room: &str,
     size: u32,
@@ -159,7 +162,7 @@ pub async fn join_group(
 ) -> Result<Vec<Member>, SetupError> {
     let setup = async {
         let mut members = futures_util::future::try_join_all(
-            (0..size).map(|_| greet(target, sources.next_for(target), config)),
+            (0..size as usize).map(|member| greet_member(service, member, sources, config)),
         )
         .await?;
         // One at a time, so the join order (and the first joiner, who fixes the capacity) is known.
@@ -182,6 +185,17 @@ pub async fn join_group(
     tokio::time::timeout(SETUP_TIMEOUT, setup)
         .await
         .map_err(|_| SetupError::Timeout)?
+}
+
+/// Connects member `member` of a room to its node of `service` and reads the greeting.
+async fn greet_member(
+    service: &Service,
+    member: usize,
+    sources: &SourceAddrs,
+    config: WebSocketConfig,
+) -> Result<Member, SetupError> {
+    let target = service.member_node(member);
+    greet(target, sources.next_for(target), config).await
 }
 
 /// Connects and reads the `connected` greeting.
