@@ -17,6 +17,7 @@
 #   BENCH_SERVER_ENV  extra VAR=value words for every signalpost node, after (so overriding) the
 #                     generous limits below
 #   BENCH_OUT         where to keep the raw JSON lines (default: a temporary directory)
+#   BENCH_LOGS        a directory to copy the servers' logs to at the end (default: not kept)
 #
 # Redis is a private redis-server on a free loopback port with its files in a temporary directory
 # (never the machine's own Redis); the nodes get free loopback ports and a temporary SQLITE_DB_PATH.
@@ -130,11 +131,12 @@ start_redis() {
 start_node() {
     local label=$1
     shift
-    local port started log="$work/node-${#node_pids[@]}.log"
+    local port started name=${label// /-}
+    local log="$work/$name.log"
     port=$($loadgen free-port)
     started=$(now_ms)
     # shellcheck disable=SC2086 # BENCH_SERVER_ENV is a list of VAR=value words.
-    env SQLITE_DB_PATH="$work/node-${#node_pids[@]}.db" PORT="$port" HOST=127.0.0.1 "$@" \
+    env SQLITE_DB_PATH="$work/$name.db" PORT="$port" HOST=127.0.0.1 "$@" \
         "${server_limits[@]}" ${BENCH_SERVER_ENV:-} target/release/signalpost >>"$log" 2>&1 &
     local pid=$!
     node_pids+=("$pid") node_ports+=("$port") node_labels+=("$label") node_logs+=("$log")
@@ -243,11 +245,28 @@ for spec in "${broadcast_runs[@]}"; do
         --duration "$relay_duration" --rounds "$relay_rounds" "${size_args[@]}"
 done
 
+# Every client has left: the cluster should hold no room any more (none of loadgen's members asks
+# to be resumable). Rooms left behind are members whose departure was lost.
+rooms_left=
+for _ in $(seq 1 100); do
+    rooms_left=$(curl -sS "http://127.0.0.1:${node_ports[0]}/stats" | grep -o '"cluster":{[^}]*}' |
+        grep -o '"rooms":[0-9]*' | cut -d: -f2 || true)
+    [[ $rooms_left == 0 ]] && break
+    sleep 0.1
+done
+if [[ $rooms_left != 0 ]]; then
+    failed+=("rooms left in the cluster 10 s after every client left: ${rooms_left:-unknown}")
+fi
+
 # Read before the nodes stop: what Redis holds after the runs, and whether the cluster still
 # counts both nodes.
 redis_after=$(redis-cli -h 127.0.0.1 -p "$redis_port" info memory | grep -m1 '^used_memory_human:' | tr -d '\r' || true)
 cluster_after=$(curl -sS "http://127.0.0.1:${node_ports[0]}/stats" | grep -o '"cluster":{[^}]*}' || true)
 stop_all
+if [[ -n ${BENCH_LOGS:-} ]]; then
+    mkdir -p "$BENCH_LOGS"
+    cp "$work"/*.log "$BENCH_LOGS"/
+fi
 
 echo
 echo "## Cluster vs single node ($mode, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"

@@ -167,6 +167,7 @@ fn median(mut runs: Vec<BroadcastReport>) -> BroadcastReport {
         worst(|r| r.errors),
     );
     let rooms_ready = runs.iter().map(|r| r.rooms_ready).min().unwrap_or(0);
+    let error_kinds = relay::worst_kinds(runs.iter().map(|r| &r.error_kinds));
     let mut middle = runs.swap_remove(runs.len() / 2);
     if rounds.len() > 1 {
         middle.delivered_per_sec_rounds = rounds;
@@ -177,6 +178,7 @@ fn median(mut runs: Vec<BroadcastReport>) -> BroadcastReport {
     middle.reordered = reordered;
     middle.errors = errors;
     middle.rooms_ready = rooms_ready;
+    middle.error_kinds = error_kinds;
     middle
 }
 

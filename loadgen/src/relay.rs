@@ -146,6 +146,7 @@ fn median(mut runs: Vec<RelayReport>) -> RelayReport {
         worst(|r| r.reordered),
         worst(|r| r.errors),
     );
+    let error_kinds = worst_kinds(runs.iter().map(|r| &r.error_kinds));
     let mut middle = runs.swap_remove(runs.len() / 2);
     if rounds.len() > 1 {
         middle.delivered_per_sec_rounds = rounds;
@@ -155,7 +156,23 @@ fn median(mut runs: Vec<RelayReport>) -> RelayReport {
     middle.duplicated = duplicated;
     middle.reordered = reordered;
     middle.errors = errors;
+    middle.error_kinds = error_kinds;
     middle
+}
+
+/// Every error kind counted in any round, each with its largest count in one round, so that the
+/// median round's report also names what went wrong in the others.
+pub(crate) fn worst_kinds<'a>(
+    rounds: impl IntoIterator<Item = &'a BTreeMap<String, u64>>,
+) -> BTreeMap<String, u64> {
+    let mut worst = BTreeMap::new();
+    for kinds in rounds {
+        for (kind, count) in kinds {
+            let entry = worst.entry(kind.clone()).or_insert(0);
+            *entry = (*entry).max(*count);
+        }
+    }
+    worst
 }
 
 /// One direction of a room: what its sender has sent and its receiver has received.
@@ -610,5 +627,27 @@ impl Report for RelayReport {
             out += &format!("  error {kind}: {count}\n");
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rounds_error_kinds_are_kept_at_their_worst() {
+        let round = |kinds: &[(&str, u64)]| -> BTreeMap<String, u64> {
+            kinds.iter().map(|(k, n)| ((*k).to_owned(), *n)).collect()
+        };
+        let rounds = [
+            round(&[("setup_timeout", 2)]),
+            round(&[]),
+            round(&[("setup_timeout", 1), ("disconnected", 3)]),
+        ];
+        assert_eq!(
+            worst_kinds(&rounds),
+            round(&[("disconnected", 3), ("setup_timeout", 2)])
+        );
+        assert!(worst_kinds(&[]).is_empty());
     }
 }
