@@ -111,8 +111,16 @@ impl Redis {
     /// Runs one command or script invocation, bounded in time, counting its latency and errors.
     pub async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, RedisError> {
         let mut conn = self.commands.clone();
+        self.bounded(cmd.query_async::<T>(&mut conn)).await
+    }
+
+    /// Awaits one round trip for at most [`COMMAND_TIMEOUT`], counting its latency and errors.
+    async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, RedisError> {
         let started = Instant::now();
-        let result = tokio::time::timeout(COMMAND_TIMEOUT, cmd.query_async::<T>(&mut conn)).await;
+        let result = tokio::time::timeout(COMMAND_TIMEOUT, call).await;
         self.metrics
             .redis_call(started.elapsed(), result.as_ref().is_ok_and(|r| r.is_ok()));
         match result {
@@ -137,16 +145,7 @@ impl Redis {
             invocation.arg(*arg);
         }
         let mut conn = self.commands.clone();
-        let started = Instant::now();
-        let result =
-            tokio::time::timeout(COMMAND_TIMEOUT, invocation.invoke_async::<T>(&mut conn)).await;
-        self.metrics
-            .redis_call(started.elapsed(), result.as_ref().is_ok_and(|r| r.is_ok()));
-        match result {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(RedisError(e.to_string())),
-            Err(_) => Err(RedisError("no answer in time".into())),
-        }
+        self.bounded(invocation.invoke_async::<T>(&mut conn)).await
     }
 
     /// Subscribes to a channel; returns once Redis confirmed it.
@@ -173,6 +172,19 @@ impl Redis {
         cmd.arg(channel).arg(message);
         self.metrics.bus_message(true);
         self.query::<i64>(&cmd).await.map(drop)
+    }
+
+    /// Publishes several messages in one round trip, in order.
+    pub async fn publish_many(&self, messages: &[(String, String)]) -> Result<(), RedisError> {
+        let mut pipe = redis::pipe();
+        for (channel, message) in messages {
+            pipe.cmd("PUBLISH").arg(channel).arg(message).ignore();
+        }
+        for _ in messages {
+            self.metrics.bus_message(true);
+        }
+        let mut conn = self.commands.clone();
+        self.bounded(pipe.query_async::<()>(&mut conn)).await
     }
 
     /// A trivial round trip.

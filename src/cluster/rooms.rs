@@ -54,6 +54,9 @@ const GAP_WAIT: Duration = Duration::from_millis(500);
 /// numbers start at 1).
 const NO_SENDER: SessionId = SessionId(0);
 
+/// Most messages published to other nodes in one round trip.
+const PUBLISH_BATCH: usize = 256;
+
 /// How long a stopping node keeps publishing what is already queued for other nodes.
 const DRAIN_WAIT: Duration = Duration::from_secs(2);
 
@@ -212,9 +215,30 @@ struct State {
     devices: HashMap<SessionId, DeviceId>,
     /// Room channels this node is subscribed to.
     subscribed: HashSet<RoomKey>,
+    /// Joins and resumes in flight, by room: the janitor keeps these rooms' channels although
+    /// they have no replica yet.
+    joining: HashMap<RoomKey, usize>,
     /// Frames for a member still on their way through the keep path: until they are through,
     /// later frames for it take the same path, so they cannot overtake them.
     keeping: HashMap<(RoomKey, PeerId), usize>,
+}
+
+/// A join or resume in flight (see [`State::joining`]).
+struct Joining<'a> {
+    inner: &'a Inner,
+    key: RoomKey,
+}
+
+impl Drop for Joining<'_> {
+    fn drop(&mut self) {
+        let mut state = self.inner.state.lock().unwrap();
+        if let Some(n) = state.joining.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                state.joining.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// The room directory and delivery of a node in cluster mode.
@@ -236,6 +260,9 @@ struct Inner {
     shutting_down: AtomicBool,
     /// Set while Redis cannot be reached; cleared by the resync that follows.
     degraded: AtomicBool,
+    /// Serializes subscribing and unsubscribing, so that the janitor's unsubscribe of a room
+    /// it found unused cannot land after a join's subscribe to it.
+    subscriptions: tokio::sync::Mutex<()>,
 }
 
 fn member_of(stored: &StoredMember) -> Member {
@@ -322,6 +349,7 @@ impl ClusterRooms {
             detachments: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
             degraded: AtomicBool::new(false),
+            subscriptions: tokio::sync::Mutex::new(()),
         });
         let publisher = tokio::spawn(publish_all(inner.clone(), queue, shutdown.clone()));
         tokio::spawn(listen(inner.clone(), pushes, shutdown.clone()));
@@ -413,12 +441,51 @@ impl Inner {
     }
 
     async fn subscribe(&self, key: &RoomKey) -> Result<(), RedisError> {
+        // An async lock, held across the round trip on purpose: see `subscriptions`.
+        let _serial = self.subscriptions.lock().await;
         if self.state.lock().unwrap().subscribed.contains(key) {
             return Ok(());
         }
         self.redis.subscribe(&channel(key)).await?;
         self.state.lock().unwrap().subscribed.insert(key.clone());
         Ok(())
+    }
+
+    /// Unsubscribes from `key`'s channel unless a member or a join in flight needs it.
+    async fn unsubscribe_if_unused(&self, key: &RoomKey) {
+        let _serial = self.subscriptions.lock().await;
+        let unused = {
+            let mut state = self.state.lock().unwrap();
+            let unused = !state.replicas.contains_key(key) && !state.joining.contains_key(key);
+            unused && state.subscribed.remove(key)
+        };
+        if unused {
+            let _ = self.redis.unsubscribe(&channel(key)).await;
+        }
+    }
+
+    /// Marks a join or resume in `key` as in flight until the guard is dropped.
+    fn joining(&self, key: &RoomKey) -> Joining<'_> {
+        *self
+            .state
+            .lock()
+            .unwrap()
+            .joining
+            .entry(key.clone())
+            .or_default() += 1;
+        Joining {
+            inner: self,
+            key: key.clone(),
+        }
+    }
+
+    /// A membership change whose answer did not come may have happened in Redis all the
+    /// same: the node then reconciles its members with Redis as soon as Redis answers.
+    fn unsure<T>(&self, result: Result<T, RedisError>) -> Result<T, RedisError> {
+        if result.is_err() {
+            self.degraded.store(true, Ordering::Release);
+        }
+        result
     }
 
     /// Applies a room state in version order (buffering it if an earlier change is missing).
@@ -1050,7 +1117,7 @@ async fn publish_all(
             _ = shutdown.cancelled() => None,
         };
         let Some(op) = op else { break };
-        send_out(&inner, op).await;
+        send_out(&inner, op, &mut queue).await;
     }
     // Stopping: what the node's last sessions said on their way out still goes to the others,
     // for at most DRAIN_WAIT (Redis may be gone).
@@ -1058,50 +1125,80 @@ async fn publish_all(
     while Instant::now() < deadline
         && let Ok(op) = queue.try_recv()
     {
-        send_out(&inner, op).await;
+        tokio::select! {
+            _ = send_out(&inner, op, &mut queue) => {}
+            _ = tokio::time::sleep_until(deadline.into()) => break,
+        }
     }
 }
 
-/// Publishes one message, or keeps one frame for a detached member.
-async fn send_out(inner: &Arc<Inner>, op: Outgoing) {
-    match op {
-        Outgoing::Publish { channel, message } => {
-            if let Err(e) = inner.redis.publish(&channel, message.as_bytes()).await {
-                log::debug!("cluster: publish failed: {e}");
+/// Sends `first` and the publishes queued right behind it (up to [`PUBLISH_BATCH`]) in one
+/// round trip, in order; a frame to keep for a detached member is a script of its own, after
+/// the publishes before it.
+async fn send_out(inner: &Arc<Inner>, first: Outgoing, queue: &mut mpsc::Receiver<Outgoing>) {
+    let mut publishes = Vec::new();
+    let mut next = Some(first);
+    while let Some(op) = next.take() {
+        match op {
+            Outgoing::Publish { channel, message } => {
+                publishes.push((channel, message));
+                if publishes.len() < PUBLISH_BATCH {
+                    next = queue.try_recv().ok();
+                }
+            }
+            Outgoing::Keep { key, peer, frame } => {
+                publish_batch(inner, &mut publishes).await;
+                keep(inner, key, peer, frame).await;
             }
         }
-        Outgoing::Keep { key, peer, frame } => {
-            let limits = inner.resume;
-            let answer = inner
-                .redis
-                .script::<String>(
-                    &KEEP,
-                    &[],
-                    &[
-                        key.as_str(),
-                        &peer,
-                        &frame,
-                        &limits.messages.to_string(),
-                        &limits.bytes.to_string(),
-                    ],
-                )
-                .await;
-            match answer {
-                Ok(answer) if answer.starts_with("{\"deliver\"") => {
-                    inner.deliver_resumed(&key, &peer, &answer, frame);
-                }
-                Ok(state) if !state.is_empty() => inner.announce(state),
-                Ok(_) => {}
-                Err(e) => log::debug!("cluster: a message for a detached member was lost: {e}"),
-            }
-            let mut state = inner.state.lock().unwrap();
-            let slot = (key.clone(), peer.clone());
-            if let Some(n) = state.keeping.get_mut(&slot) {
-                *n -= 1;
-                if *n == 0 {
-                    state.keeping.remove(&slot);
-                }
-            }
+    }
+    publish_batch(inner, &mut publishes).await;
+}
+
+async fn publish_batch(inner: &Inner, publishes: &mut Vec<(String, String)>) {
+    if publishes.is_empty() {
+        return;
+    }
+    if let Err(e) = inner.redis.publish_many(publishes).await {
+        log::debug!(
+            "cluster: publishing {} message(s) failed: {e}",
+            publishes.len()
+        );
+    }
+    publishes.clear();
+}
+
+/// Keeps one frame for a detached member (or hands it over if the member is back).
+async fn keep(inner: &Arc<Inner>, key: RoomKey, peer: PeerId, frame: String) {
+    let limits = inner.resume;
+    let answer = inner
+        .redis
+        .script::<String>(
+            &KEEP,
+            &[],
+            &[
+                key.as_str(),
+                &peer,
+                &frame,
+                &limits.messages.to_string(),
+                &limits.bytes.to_string(),
+            ],
+        )
+        .await;
+    match answer {
+        Ok(answer) if answer.starts_with("{\"deliver\"") => {
+            inner.deliver_resumed(&key, &peer, &answer, frame);
+        }
+        Ok(state) if !state.is_empty() => inner.announce(state),
+        Ok(_) => {}
+        Err(e) => log::debug!("cluster: a message for a detached member was lost: {e}"),
+    }
+    let mut state = inner.state.lock().unwrap();
+    let slot = (key.clone(), peer.clone());
+    if let Some(n) = state.keeping.get_mut(&slot) {
+        *n -= 1;
+        if *n == 0 {
+            state.keeping.remove(&slot);
         }
     }
 }
@@ -1243,22 +1340,18 @@ async fn janitor(inner: Arc<Inner>, shutdown: CancellationToken) {
                 inner.announce(state);
             }
         }
-        // Channels of rooms this node has no member in any more.
+        // Channels of rooms this node has no member in any more, nor a join in flight.
         let unused: Vec<RoomKey> = {
-            let mut state = inner.state.lock().unwrap();
-            let unused: Vec<RoomKey> = state
+            let state = inner.state.lock().unwrap();
+            state
                 .subscribed
                 .iter()
-                .filter(|k| !state.replicas.contains_key(*k))
+                .filter(|k| !state.replicas.contains_key(*k) && !state.joining.contains_key(*k))
                 .cloned()
-                .collect();
-            for key in &unused {
-                state.subscribed.remove(key);
-            }
-            unused
+                .collect()
         };
         for key in unused {
-            let _ = inner.redis.unsubscribe(&channel(&key)).await;
+            inner.unsubscribe_if_unused(&key).await;
         }
     }
 }
@@ -1272,6 +1365,7 @@ impl RoomDirectory for ClusterRooms {
         Box::pin(async move {
             let inner = &self.inner;
             let key = request.room.clone();
+            let _joining = inner.joining(&key);
             inner.subscribe(&key).await?;
             if request.exclusive {
                 let others: Vec<(RoomKey, PeerId)> = {
@@ -1305,34 +1399,36 @@ impl RoomDirectory for ClusterRooms {
             let info = serde_json::to_string(&request.member).unwrap_or_default();
             let opts = serde_json::to_string(&request.options).unwrap_or_default();
             let token = request.resume.as_ref().map_or("", |t| &*t.token);
-            let answer: String = inner
-                .redis
-                .script(
-                    &JOIN,
-                    &[],
-                    &[
-                        key.as_str(),
-                        &request.session.0.to_string(),
-                        &inner.node.to_string(),
-                        &request.member.peer,
-                        &info,
-                        &opts,
-                        request.device.as_ref().map_or("", DeviceId::as_str),
-                        if request.replace_same_device {
-                            "1"
-                        } else {
-                            "0"
-                        },
-                        if request.replace_same_peer { "1" } else { "0" },
-                        match request.rejoin {
-                            crate::signaling::rooms::Rejoin::Announce => "announce",
-                            crate::signaling::rooms::Rejoin::Quiet => "quiet",
-                        },
-                        token,
-                        &request.checked_at.to_string(),
-                    ],
-                )
-                .await?;
+            let answer: String = inner.unsure(
+                inner
+                    .redis
+                    .script(
+                        &JOIN,
+                        &[],
+                        &[
+                            key.as_str(),
+                            &request.session.0.to_string(),
+                            &inner.node.to_string(),
+                            &request.member.peer,
+                            &info,
+                            &opts,
+                            request.device.as_ref().map_or("", DeviceId::as_str),
+                            if request.replace_same_device {
+                                "1"
+                            } else {
+                                "0"
+                            },
+                            if request.replace_same_peer { "1" } else { "0" },
+                            match request.rejoin {
+                                crate::signaling::rooms::Rejoin::Announce => "announce",
+                                crate::signaling::rooms::Rejoin::Quiet => "quiet",
+                            },
+                            token,
+                            &request.checked_at.to_string(),
+                        ],
+                    )
+                    .await,
+            )?;
             let answer: JoinAnswer = serde_json::from_str(&answer)
                 .map_err(|e| Unavailable(format!("unreadable join answer: {e}")))?;
             let state_json = answer.state.map(|s| s.to_string());
@@ -1488,6 +1584,7 @@ impl RoomDirectory for ClusterRooms {
         Box::pin(async move {
             // Frames this node is still keeping for the member go first, so that `missed`
             // counts them (frames on their way from other nodes follow the `resumed` answer).
+            let mut _joining = None;
             if let Some(target) = self
                 .inner
                 .redis
@@ -1496,6 +1593,7 @@ impl RoomDirectory for ClusterRooms {
                 && let Some((key, peer)) = target.split_once('\n')
             {
                 let slot = (RoomKey::new_raw(key), PeerId::from(peer));
+                _joining = Some(self.inner.joining(&slot.0));
                 let deadline = Instant::now() + KEEP_FLUSH_WAIT;
                 while Instant::now() < deadline
                     && self.inner.state.lock().unwrap().keeping.contains_key(&slot)
@@ -1504,25 +1602,27 @@ impl RoomDirectory for ClusterRooms {
                 }
             }
             let fresh = new_resume_token();
-            let answer: String = self
-                .inner
-                .redis
-                .script(
-                    &RESUME,
-                    &[],
-                    &[
-                        token,
-                        &session.0.to_string(),
-                        &self.inner.node.to_string(),
-                        &fresh,
-                    ],
-                )
-                .await?;
+            let inner = &self.inner;
+            let answer: String = inner.unsure(
+                inner
+                    .redis
+                    .script(
+                        &RESUME,
+                        &[],
+                        &[
+                            token,
+                            &session.0.to_string(),
+                            &inner.node.to_string(),
+                            &fresh,
+                        ],
+                    )
+                    .await,
+            )?;
             if answer.is_empty() {
                 return Ok(Err(ResumeError::Unknown));
             }
             if let Ok(state) = serde_json::from_str::<RoomState>(&answer) {
-                self.inner.subscribe(&RoomKey::new_raw(&state.key)).await?;
+                inner.unsure(inner.subscribe(&RoomKey::new_raw(&state.key)).await)?;
             }
             self.inner.announce(answer);
             Ok(Ok(()))
