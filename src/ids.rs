@@ -176,6 +176,15 @@ impl ClientId {
     }
 }
 
+impl ClientId {
+    /// A loggable stand-in: the first 8 hex digits, enough to follow one session in a log.
+    pub fn redacted(&self) -> String {
+        let mut id = self.0.simple().to_string();
+        id.truncate(8);
+        format!("{id}…")
+    }
+}
+
 impl fmt::Display for ClientId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.hyphenated().fmt(f)
@@ -184,7 +193,7 @@ impl fmt::Display for ClientId {
 
 impl fmt::Debug for ClientId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ClientId({self})")
+        write!(f, "ClientId({})", self.redacted())
     }
 }
 

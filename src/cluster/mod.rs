@@ -317,7 +317,11 @@ impl Registry {
         match self.rooms.reap(self.node).await {
             Ok(0) => {}
             Ok(n) => log::info!("cluster: {n} member(s) still here at the stop taken out"),
-            Err(e) => log::warn!("cluster: taking this node's members out at the stop: {e}"),
+            Err(e) => {
+                // Redis is gone: the others will reap this node after its TTL.
+                log::warn!("cluster: taking this node's members out at the stop: {e}");
+                return;
+            }
         }
         let _ = self
             .redis

@@ -1111,10 +1111,12 @@ async fn publish_all(
     shutdown: CancellationToken,
 ) {
     loop {
+        // The stop first: a backlog (Redis slow or gone) must not hold the node up; what is
+        // queued then gets DRAIN_WAIT below.
         let op = tokio::select! {
             biased;
-            op = queue.recv() => op,
             _ = shutdown.cancelled() => None,
+            op = queue.recv() => op,
         };
         let Some(op) = op else { break };
         send_out(&inner, op, &mut queue).await;

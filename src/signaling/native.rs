@@ -110,7 +110,10 @@ impl Native {
             _ => Departure::Closed,
         };
         if let Err(e) = self.signaling.rooms().disconnect(self.session, how).await {
-            log::warn!("session {}: leaving its rooms failed: {e}", self.client);
+            log::warn!(
+                "session {}: leaving its rooms failed: {e}",
+                self.client.redacted()
+            );
         }
         self.signaling.delivery().unregister(self.session);
     }

@@ -151,7 +151,7 @@ where
     let (session, mailbox) = signaling.delivery().register(signaling.settings().queue);
     let mut native = Native::new(signaling.clone(), session, client);
     let client = native.client();
-    log::debug!("session {client} connected");
+    log::debug!("session {} connected", client.redacted());
     let end = session::run(
         ws,
         &mut native,
@@ -161,6 +161,6 @@ where
         signaling.metrics(),
     )
     .await;
-    log::debug!("session {client} ended: {end:?}");
+    log::debug!("session {} ended: {end:?}", client.redacted());
     native.finish(end).await;
 }
