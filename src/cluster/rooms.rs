@@ -173,6 +173,59 @@ enum Bus {
     Epoch { o: u16, epoch: u64 },
 }
 
+impl Bus {
+    /// A relay, the bulk of the traffic, is a header line of numbers and then its fields as
+    /// they are, one after the other (no escaping of the frame); everything else is JSON.
+    fn encode(&self) -> String {
+        match self {
+            Bus::Relay {
+                o,
+                key,
+                from,
+                to,
+                kind,
+                frame,
+            } => {
+                let to = to.as_deref().unwrap_or("");
+                let (k, t, n) = (key.len(), to.len(), kind.len());
+                format!("R{o} {from} {k} {t} {n}\n{key}{to}{kind}{frame}")
+            }
+            other => serde_json::to_string(other).unwrap_or_default(),
+        }
+    }
+
+    fn decode(payload: &[u8]) -> Result<Bus, String> {
+        let Some(relay) = payload.strip_prefix(b"R") else {
+            return serde_json::from_slice(payload).map_err(|e| e.to_string());
+        };
+        let text = std::str::from_utf8(relay).map_err(|e| e.to_string())?;
+        let (header, body) = text.split_once('\n').ok_or("relay without a header")?;
+        let numbers: Vec<u64> = header
+            .split(' ')
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("relay header: {e}"))?;
+        let [o, from, k, t, n] = numbers[..] else {
+            return Err("relay header: five numbers expected".into());
+        };
+        let field = |at: usize, len: u64| {
+            let end = at.checked_add(usize::try_from(len).ok()?)?;
+            body.get(at..end).map(|f| (f, end))
+        };
+        let (key, at) = field(0, k).ok_or("relay: short key")?;
+        let (to, at) = field(at, t).ok_or("relay: short target")?;
+        let (kind, at) = field(at, n).ok_or("relay: short kind")?;
+        Ok(Bus::Relay {
+            o: u16::try_from(o).map_err(|e| e.to_string())?,
+            key: key.to_owned(),
+            from,
+            to: (!to.is_empty()).then(|| to.to_owned()),
+            kind: kind.to_owned(),
+            frame: body[at..].to_owned(),
+        })
+    }
+}
+
 /// What the publishing task does, in order.
 enum Outgoing {
     Publish {
@@ -418,9 +471,10 @@ impl Inner {
     }
 
     fn publish(&self, channel: String, bus: &Bus) {
-        if let Ok(message) = serde_json::to_string(bus) {
-            self.queue(Outgoing::Publish { channel, message });
-        }
+        self.queue(Outgoing::Publish {
+            channel,
+            message: bus.encode(),
+        });
     }
 
     /// Applies a script's answer here and tells the other nodes.
@@ -1225,7 +1279,7 @@ async fn listen(
                     .and_then(|v| redis::from_redis_value::<Vec<u8>>(v.clone()).ok());
                 let Some(payload) = payload else { continue };
                 inner.metrics.bus_message(false);
-                match serde_json::from_slice::<Bus>(&payload) {
+                match Bus::decode(&payload) {
                     Ok(Bus::Change { o, state }) if o != inner.node => {
                         if let Ok(state) = serde_json::from_str::<RoomState>(&state) {
                             inner.apply(state);
@@ -1840,5 +1894,60 @@ impl Delivery for ClusterRooms {
 
     fn sessions(&self) -> usize {
         self.inner.delivery.sessions()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn relay(to: Option<&str>, frame: &str) -> Bus {
+        Bus::Relay {
+            o: 7,
+            key: "oodaa:lobby\nwith a newline".into(),
+            from: (7 << 48) | 42,
+            to: to.map(str::to_owned),
+            kind: "message".into(),
+            frame: frame.into(),
+        }
+    }
+
+    fn decoded(bus: &Bus) -> Bus {
+        Bus::decode(bus.encode().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_relay_reads_back_whatever_its_fields_hold() {
+        for bus in [
+            relay(None, r#"{"type":"message","data":"a\nb \" é"}"#),
+            relay(Some("peer\nwith 1 2 3 4 5 spaces"), ""),
+            relay(Some("p"), "R1 2 3 4 5\nnot a header"),
+        ] {
+            assert_eq!(format!("{:?}", decoded(&bus)), format!("{bus:?}"));
+        }
+    }
+
+    #[test]
+    fn other_bus_messages_are_json_and_read_back() {
+        let bus = Bus::Epoch { o: 3, epoch: 99 };
+        assert!(bus.encode().starts_with('{'));
+        assert!(matches!(decoded(&bus), Bus::Epoch { o: 3, epoch: 99 }));
+    }
+
+    #[test]
+    fn a_damaged_relay_is_an_error_never_a_panic() {
+        let whole = relay(Some("peer"), "frame").encode();
+        for end in 0..whole.len() {
+            let _ = Bus::decode(&whole.as_bytes()[..end]);
+        }
+        for bad in [
+            "R",
+            "R1 2 3\nx",
+            "R1 2 99 0 0\nshort",
+            "R70000 1 0 0 0\n",
+            "Rx y z\n",
+        ] {
+            assert!(Bus::decode(bad.as_bytes()).is_err(), "{bad:?}");
+        }
     }
 }
