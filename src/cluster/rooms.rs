@@ -1273,11 +1273,10 @@ async fn listen(
         let Some(push) = push else { break };
         match push.kind {
             PushKind::Message => {
-                let payload = push
-                    .data
-                    .get(1)
-                    .and_then(|v| redis::from_redis_value::<Vec<u8>>(v.clone()).ok());
-                let Some(payload) = payload else { continue };
+                // [channel, payload]: the payload taken as it came, not copied.
+                let Some(redis::Value::BulkString(payload)) = push.data.into_iter().nth(1) else {
+                    continue;
+                };
                 inner.metrics.bus_message(false);
                 match Bus::decode(&payload) {
                     Ok(Bus::Change { o, state }) if o != inner.node => {
