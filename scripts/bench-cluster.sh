@@ -94,7 +94,7 @@ loadgen=target/release/loadgen
 # possible guess until it succeeds, and one client may have at most GUESS_LIMIT of them in flight,
 # so concurrent pairings from one address would otherwise be answered 429.
 server_limits=(
-    REST_RATE_PER_MIN=100000000 REST_BURST=1000000 MAX_PENDING_PER_CLIENT=100000000
+    REST_RATE_PER_MIN=100000000 REST_BURST=1000000 MAX_PENDING_PER_CLIENT=0
     WS_UPGRADE_RATE_PER_MIN=100000000 WS_MAX_CONNECTIONS_PER_CLIENT=1000000
     WS_MSG_RATE_PER_SEC=100000000 WS_MSG_BURST=1000000 GUESS_LIMIT=100000000
 )

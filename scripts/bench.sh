@@ -60,11 +60,15 @@ loadgen=target/release/loadgen
 # signalpost's per-client limits protect a public server from one abusive client; here every
 # request comes from one machine (250 source addresses), so they are raised far beyond any run.
 # The load is bounded by the scenarios themselves. A pairing's code stays live (and counts against
-# MAX_PENDING_PER_CLIENT) until it expires, accepted or not, so flat-out pairing needs that raised too.
+# MAX_PENDING_PER_CLIENT) until it expires, accepted or not, so flat-out pairing needs that lifted
+# (0: no cap; the cap's check reads at most that many index rows, so a huge cap would instead
+# measure a scan of every code the run made).
+# GUESS_LIMIT too: a check or accept is a possible guess until it succeeds, and one client may have
+# at most GUESS_LIMIT of them in flight, so concurrent pairings from one address would get 429.
 server_limits=(
-    REST_RATE_PER_MIN=100000000 REST_BURST=1000000 MAX_PENDING_PER_CLIENT=100000000
+    REST_RATE_PER_MIN=100000000 REST_BURST=1000000 MAX_PENDING_PER_CLIENT=0
     WS_UPGRADE_RATE_PER_MIN=100000000 WS_MAX_CONNECTIONS_PER_CLIENT=1000000
-    WS_MSG_RATE_PER_SEC=100000000 WS_MSG_BURST=1000000
+    WS_MSG_RATE_PER_SEC=100000000 WS_MSG_BURST=1000000 GUESS_LIMIT=100000000
 )
 
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }

@@ -355,9 +355,13 @@ pub struct Limits {
     pub ws_max_connections: u32,
 
     /// Live join codes one client address may hold at once; creating more answers 429
-    /// `too_many_pending`, so a few addresses cannot fill the code space.
-    #[arg(long = "max-pending-per-client", env = "MAX_PENDING_PER_CLIENT", default_value_t = 20,
-          value_parser = clap::value_parser!(u32).range(1..))]
+    /// `too_many_pending`, so a few addresses cannot fill the code space. 0: no cap (only where
+    /// every client is trusted, e.g. a benchmark from one address).
+    #[arg(
+        long = "max-pending-per-client",
+        env = "MAX_PENDING_PER_CLIENT",
+        default_value_t = 20
+    )]
     pub max_pending_per_client: u32,
 
     /// WebSocket messages per second per connection (sustained rate).

@@ -216,7 +216,7 @@ pub struct Creator {
     pub client1: DeviceId,
     /// The client's key (IPv4 address or IPv6 /64), as the per-client limits count it.
     pub client_key: String,
-    /// Live codes this client may hold at once.
+    /// Live codes this client may hold at once (0: no cap).
     pub max_pending: u32,
     /// Devices the code's room admits, client1 included.
     pub capacity: u32,

@@ -227,17 +227,8 @@ impl SqliteStore {
         self.with_writer(move |c| {
             let now = now_millis();
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let (live, next_expiry): (i64, Option<Millis>) = tx
-                .prepare_cached(
-                    "SELECT count(*), min(exp) FROM pendings WHERE client_key = ?1 AND exp > ?2",
-                )?
-                .query_row(params![creator.client_key, now], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })?;
-            if live >= i64::from(creator.max_pending) {
-                return Ok(Created::TooManyPending {
-                    next_expiry: next_expiry.unwrap_or(now),
-                });
+            if let Some(next_expiry) = over_pending_cap(&tx, &creator, now)? {
+                return Ok(Created::TooManyPending { next_expiry });
             }
             let created = match joinid {
                 None => {
@@ -831,6 +822,34 @@ fn configure_connection(c: &mut Connection) -> Result<(), rusqlite::Error> {
     // synchronous=NORMAL: in WAL mode a commit is in the WAL file before it is acknowledged,
     // so a killed process loses nothing acknowledged (only power loss could).
     c.execute_batch("PRAGMA synchronous = NORMAL;")
+}
+
+/// When `creator`'s client already holds its cap of live codes: the earliest of their expiries
+/// (when one is free again). The count stops at the cap, so it reads at most that many index
+/// rows; a cap of 0 is no cap.
+fn over_pending_cap(
+    tx: &rusqlite::Transaction<'_>,
+    creator: &Creator,
+    now: Millis,
+) -> rusqlite::Result<Option<Millis>> {
+    if creator.max_pending == 0 {
+        return Ok(None);
+    }
+    let live: i64 = tx
+        .prepare_cached(
+            "SELECT count(*) FROM (SELECT 1 FROM pendings \
+             WHERE client_key = ?1 AND exp > ?2 LIMIT ?3)",
+        )?
+        .query_row(params![creator.client_key, now, creator.max_pending], |r| {
+            r.get(0)
+        })?;
+    if live < i64::from(creator.max_pending) {
+        return Ok(None);
+    }
+    let next: Option<Millis> = tx
+        .prepare_cached("SELECT min(exp) FROM pendings WHERE client_key = ?1 AND exp > ?2")?
+        .query_row(params![creator.client_key, now], |r| r.get(0))?;
+    Ok(Some(next.unwrap_or(now)))
 }
 
 /// Inserts a pending code unless a live row holds it. One statement, so it is atomic on its own.

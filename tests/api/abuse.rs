@@ -219,6 +219,16 @@ async fn live_codes_per_client_are_capped_with_too_many_pending() {
 }
 
 #[tokio::test]
+async fn a_pending_cap_of_zero_lets_one_client_hold_any_number_of_codes() {
+    let app = spawn_app_with(|c| c.limits.max_pending_per_client = 0).await;
+    for i in 0..30 {
+        let body = json!({"client1": format!("d{i}"), "expiresInSeconds": 120});
+        let reply = app.post_json("/api/rooms", &body).await;
+        assert_eq!(reply.status, 201, "create {i}: {}", reply.body);
+    }
+}
+
+#[tokio::test]
 async fn an_expired_code_no_longer_counts_against_its_client() {
     let app = spawn_app_with(|c| c.limits.max_pending_per_client = 1).await;
     let code = app.create_code("first").await;

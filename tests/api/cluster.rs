@@ -194,6 +194,35 @@ async fn of_fifty_concurrent_accepts_over_three_nodes_exactly_one_wins() {
 }
 
 #[tokio::test]
+async fn the_pending_cap_counts_codes_created_on_every_node_and_zero_lifts_it() {
+    let Some(redis) = PrivateRedis::start() else {
+        return;
+    };
+    let capped = [
+        node(&redis, "c0", |c| c.limits.max_pending_per_client = 3).await,
+        node(&redis, "c1", |c| c.limits.max_pending_per_client = 3).await,
+    ];
+    for i in 0..3 {
+        let body = json!({"client1": format!("d{i}"), "expiresInSeconds": 120});
+        assert_eq!(
+            capped[i % 2].post_json("/api/rooms", &body).await.status,
+            201
+        );
+    }
+    let body = json!({"client1": "d3", "expiresInSeconds": 120});
+    let reply = capped[1].post_json("/api/rooms", &body).await;
+    assert_eq!(reply.status, 429, "{}", reply.body);
+    assert_eq!(reply.json(), json!({"error": "too_many_pending"}));
+    // A node configured without the cap serves the same client.
+    let uncapped = node(&redis, "u", |c| c.limits.max_pending_per_client = 0).await;
+    for i in 4..30 {
+        let body = json!({"client1": format!("d{i}"), "expiresInSeconds": 120});
+        let reply = uncapped.post_json("/api/rooms", &body).await;
+        assert_eq!(reply.status, 201, "create {i}: {}", reply.body);
+    }
+}
+
+#[tokio::test]
 async fn the_guess_limit_is_shared_by_every_node() {
     let Some(redis) = PrivateRedis::start() else {
         return;

@@ -1,5 +1,5 @@
 -- Creates a pending join code, atomically: the creator's client holds at most max_pending live
--- codes, and a code is only handed out if no live code has it.
+-- codes (0: no cap), and a code is only handed out if no live code has it.
 -- ARGV: now_ms, exp_ms, client1, client_key, capacity, max_pending, explicit (1|0), candidates...
 -- Returns {"ok", code} | {"conflict"} | {"exhausted"} | {"too_many", next_expiry_ms}.
 local now, exp = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -7,7 +7,7 @@ local client1, client_key = ARGV[3], ARGV[4]
 local capacity, max_pending, explicit = ARGV[5], tonumber(ARGV[6]), ARGV[7] == '1'
 local mine = 'sp:client:' .. client_key
 redis.call('ZREMRANGEBYSCORE', mine, '-inf', now)
-if redis.call('ZCARD', mine) >= max_pending then
+if max_pending > 0 and redis.call('ZCARD', mine) >= max_pending then
   local first = redis.call('ZRANGE', mine, 0, 0, 'WITHSCORES')
   return {'too_many', first[2]}
 end
