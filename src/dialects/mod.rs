@@ -95,7 +95,7 @@ pub async fn serve_on<S: HttpService>(
 pub async fn run_session<S, P>(
     name: &'static str,
     signaling: Arc<Signaling>,
-    ws: WebSocketStream<S>,
+    ws: Box<WebSocketStream<S>>,
     protocol: impl FnOnce(SessionId) -> P,
 ) -> End
 where

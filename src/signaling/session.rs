@@ -134,6 +134,10 @@ async fn next_out(
     mailbox: &Mailbox,
 ) -> Event<Out> {
     if let Some(text) = rendered.pop_front() {
+        if rendered.is_empty() {
+            // Events are rare (joins, leaves); an idle session keeps no buffer for them.
+            *rendered = std::collections::VecDeque::new();
+        }
         return Event::Item(Out::Text(text));
     }
     match mailbox.rx.next().await {
@@ -153,7 +157,7 @@ enum Out {
 
 /// The socket, with at most one frame being written.
 struct Conn<S> {
-    ws: WebSocketStream<S>,
+    ws: Box<WebSocketStream<S>>,
     /// A frame was handed to the socket and is not flushed yet.
     writing: bool,
 }
@@ -195,7 +199,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
 /// Runs a session to completion over an upgraded connection.
 pub async fn run<S, P>(
-    ws: WebSocketStream<S>,
+    ws: Box<WebSocketStream<S>>,
     protocol: &mut P,
     mailbox: &Mailbox,
     settings: &SessionSettings,

@@ -45,8 +45,10 @@ pub fn websocket_config_for(max_message: usize) -> WebSocketConfig {
         .max_frame_size(Some(max_message))
 }
 
-/// An upgraded connection, as a session gets it.
-pub type Upgraded = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+/// An upgraded connection, as a session gets it. Boxed: a session's future passes it down a few
+/// `async fn`s, and each keeps its own copy of an argument it was given (328 bytes here), so
+/// inline it would cost every idle session about a kilobyte.
+pub type Upgraded = Box<WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>>;
 
 /// Whether the request asks for a WebSocket (`Upgrade: websocket`).
 pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
@@ -126,7 +128,7 @@ where
             Ok(upgraded) => {
                 let io = TokioIo::new(upgraded);
                 let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-                session(ws).await;
+                session(Box::new(ws)).await;
             }
             Err(e) => log::debug!("websocket upgrade failed: {e}"),
         }
@@ -144,7 +146,7 @@ where
 }
 
 /// A session of signalpost's own protocol, from registration to unregistration.
-async fn run_native<S>(ws: WebSocketStream<S>, signaling: Arc<Signaling>, client: IpAddr)
+async fn run_native<S>(ws: Box<WebSocketStream<S>>, signaling: Arc<Signaling>, client: IpAddr)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {

@@ -517,10 +517,11 @@ impl Inner {
         if !room.options.lobby && count == 2 {
             state.counts.rooms_ready += 1;
         }
+        // Most sessions are in one room: room for one, not the four a first push would make.
         state
             .sessions
             .entry(session)
-            .or_default()
+            .or_insert_with(|| Vec::with_capacity(1))
             .push((key.clone(), request.member.peer.clone()));
         self.send(
             Some(session),
