@@ -336,10 +336,11 @@ impl Loop<'_> {
                         self.write(conn, Message::text(text))
                     }
                     Event::Item(Out::Message(Outbound::Event(event))) => {
-                        let mut frames = std::mem::take(&mut self.replies);
+                        // A vector of its own, dropped after: events are rare, and an idle
+                        // session keeps no capacity for them.
+                        let mut frames = Replies::new();
                         let flow = protocol.render(&event, &mut frames);
-                        self.rendered.extend(frames.drain(..));
-                        self.replies = frames;
+                        self.rendered.extend(frames);
                         match flow {
                             Flow::Continue => Ok(()),
                             // Whatever the event rendered goes out before the close.
