@@ -253,8 +253,9 @@ struct Replica {
     v: u64,
     options: RoomOptions,
     members: Vec<Member>,
-    /// Changes that came ahead of one still missing, by version.
-    pending: BTreeMap<u64, RoomState>,
+    /// Changes that came ahead of one still missing, by version. Boxed: a map node holds
+    /// eleven entries, and many rooms may wait on a change at once (a burst of joins).
+    pending: BTreeMap<u64, Box<RoomState>>,
     /// Since when a change has been missing.
     waiting_since: Option<Instant>,
 }
@@ -568,7 +569,7 @@ impl Inner {
         }
         if state.v > replica.v + 1 {
             replica.waiting_since.get_or_insert_with(Instant::now);
-            replica.pending.insert(state.v, state);
+            replica.pending.insert(state.v, Box::new(state));
             return;
         }
         self.apply_now(s, &key, state);
@@ -581,14 +582,16 @@ impl Inner {
                 }
                 break;
             };
-            self.apply_now(s, &key, state);
+            self.apply_now(s, &key, *state);
         }
     }
 
     /// Tells local sessions what a change means for them and updates the replica.
     fn apply_now(&self, s: &mut State, key: &RoomKey, state: RoomState) {
         let options = options_of(state.opts.as_deref());
-        let members: Vec<Member> = state.members.iter().flatten().map(member_of).collect();
+        // Exactly as many as there are: the replica keeps this vector while the room lives.
+        let mut members = Vec::with_capacity(state.members.as_ref().map_or(0, Vec::len));
+        members.extend(state.members.iter().flatten().map(member_of));
         let local = |m: &Member| m.session.filter(|id| id.node() == self.node);
         let full_view = || {
             options
@@ -629,7 +632,7 @@ impl Inner {
                     if let Some(session) = local(joiner) {
                         s.sessions
                             .entry(session)
-                            .or_default()
+                            .or_insert_with(|| Vec::with_capacity(1))
                             .push((key.clone(), joiner.info.peer.clone()));
                         self.send(
                             Some(session),
@@ -724,7 +727,7 @@ impl Inner {
                 if let Some(session) = session.filter(|s| s.node() == self.node) {
                     s.sessions
                         .entry(session)
-                        .or_default()
+                        .or_insert_with(|| Vec::with_capacity(1))
                         .push((key.clone(), peer.as_str().into()));
                     let kept = kept.clone().unwrap_or_default();
                     self.send(
@@ -1380,7 +1383,7 @@ async fn janitor(inner: Arc<Inner>, shutdown: CancellationToken) {
                 };
                 inner.apply(fresh.clone());
                 for (_, state) in pending.into_iter().flatten() {
-                    inner.apply(state);
+                    inner.apply(*state);
                 }
             }
         }

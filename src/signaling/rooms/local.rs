@@ -632,7 +632,11 @@ impl Inner {
                 );
             }
         }
-        state.sessions.entry(session).or_default().push((key, peer));
+        state
+            .sessions
+            .entry(session)
+            .or_insert_with(|| Vec::with_capacity(1))
+            .push((key, peer));
         Ok(())
     }
 
