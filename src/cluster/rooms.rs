@@ -38,7 +38,7 @@ use crate::signaling::rooms::{
     Capacity, Delivery, Departure, Frame, JoinOutcome, JoinRequest, LeaveReason, LocalDelivery,
     Mailbox, MemberInfo, Outbound, PeerId, RelayError, Relayed, ResumeError, ResumeLimits,
     RoomCounts, RoomDirectory, RoomEvent, RoomKey, RoomOptions, RoomSummary, RoomsFuture,
-    SessionId, Target, Unavailable, new_resume_token,
+    SessionId, SessionRooms, Target, Unavailable, new_resume_token, note_session_room,
 };
 use crate::telemetry::Metrics;
 use crate::telemetry::story::RoomEnd;
@@ -264,7 +264,7 @@ struct Replica {
 struct State {
     replicas: HashMap<RoomKey, Replica>,
     /// The rooms each local session is in, and as whom.
-    sessions: HashMap<SessionId, Vec<(RoomKey, PeerId)>>,
+    sessions: SessionRooms,
     /// The device each local session last joined with.
     devices: HashMap<SessionId, DeviceId>,
     /// Room channels this node is subscribed to.
@@ -630,10 +630,12 @@ impl Inner {
                 if let Some(index) = index {
                     let joiner = &members[index];
                     if let Some(session) = local(joiner) {
-                        s.sessions
-                            .entry(session)
-                            .or_insert_with(|| Vec::with_capacity(1))
-                            .push((key.clone(), joiner.info.peer.clone()));
+                        note_session_room(
+                            &mut s.sessions,
+                            session,
+                            key.clone(),
+                            joiner.info.peer.clone(),
+                        );
                         self.send(
                             Some(session),
                             RoomEvent::Joined {
@@ -725,10 +727,7 @@ impl Inner {
             } => {
                 let session = session.parse().ok().map(SessionId);
                 if let Some(session) = session.filter(|s| s.node() == self.node) {
-                    s.sessions
-                        .entry(session)
-                        .or_insert_with(|| Vec::with_capacity(1))
-                        .push((key.clone(), peer.as_str().into()));
+                    note_session_room(&mut s.sessions, session, key.clone(), peer.as_str().into());
                     let kept = kept.clone().unwrap_or_default();
                     self.send(
                         Some(session),
@@ -1722,10 +1721,7 @@ impl RoomDirectory for ClusterRooms {
         // No member here, so no replica to check against: the nodes that hold the room's
         // members hand it over (to nobody if the target is not there). How many got it is
         // not known here.
-        let text = match &frame {
-            Frame::Owned(t) => t.clone(),
-            Frame::Shared(t) => t.to_string(),
-        };
+        let text = frame.into_string();
         inner.publish(
             channel(room),
             &Bus::Relay {

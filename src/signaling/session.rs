@@ -329,11 +329,7 @@ impl Loop<'_> {
                     Event::Kicked => Err(End::TooSlow),
                     Event::Item(Out::Text(text)) => self.write(conn, Message::text(text)),
                     Event::Item(Out::Message(Outbound::Frame(frame))) => {
-                        let text = match frame {
-                            Frame::Owned(text) => text,
-                            Frame::Shared(text) => text.to_string(),
-                        };
-                        self.write(conn, Message::text(text))
+                        self.write(conn, Message::text(frame.into_string()))
                     }
                     Event::Item(Out::Message(Outbound::Event(event))) => {
                         // A vector of its own, dropped after: events are rare, and an idle
@@ -371,8 +367,10 @@ impl Loop<'_> {
                 }
             };
             if let Err(end) = step {
-                if end == End::TooSlow {
-                    log::info!("session closed: too slow to take its messages");
+                match end {
+                    End::TooSlow => log::info!("session closed: too slow to take its messages"),
+                    End::RateLimited | End::Closed(..) => self.flush_waiting(conn),
+                    _ => {}
                 }
                 return end;
             }
@@ -385,6 +383,25 @@ impl Loop<'_> {
             && let Some(text) = self.rendered.pop_front()
         {
             if conn.start_write(Message::text(text)).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Before a close the client's rate or the protocol caused: hands the socket what already
+    /// waits for it (rendered frames, then queued ones: answers to the messages it took, rate
+    /// refusals), as far as it takes them at once, so they reach the client ahead of the close
+    /// frame. A burst read in one go is answered before its last frame ends the session.
+    fn flush_waiting<S: AsyncRead + AsyncWrite + Unpin>(&mut self, conn: &mut Conn<S>) {
+        self.flush_rendered(conn);
+        while !conn.writing && self.rendered.is_empty() {
+            let Ok(Outbound::Frame(frame)) = self.mailbox.rx.try_recv() else {
+                return;
+            };
+            if conn
+                .start_write(Message::text(frame.into_string()))
+                .is_err()
+            {
                 return;
             }
         }

@@ -354,6 +354,30 @@ async fn messages_over_the_rate_are_refused_then_the_connection_is_closed() {
 }
 
 #[tokio::test]
+async fn a_flood_read_in_one_go_is_answered_and_refused_before_the_rate_close() {
+    let app = spawn_app_with(|c| {
+        c.limits.ws_msg_rate_per_sec = 1;
+        c.limits.ws_msg_burst = 3;
+    })
+    .await;
+    let mut a = app.connect_ws().await;
+    // One write: the server reads the whole flood before it gets to write anything, and the
+    // last frames end the session (more than MAX_RATE_STRIKES refusals in a row).
+    for _ in 0..40 {
+        a.stream
+            .feed(Message::text(r#"{"type":"ping"}"#))
+            .await
+            .unwrap();
+    }
+    a.stream.flush().await.unwrap();
+    for _ in 0..3 {
+        a.expect("pong").await;
+    }
+    a.expect_error("rate_limited").await;
+    assert_eq!(a.expect_close().await, Some(1008));
+}
+
+#[tokio::test]
 async fn websockets_from_origins_not_allowed_get_403() {
     let app = spawn_app_with(|c| {
         c.allowed_origins = Some(

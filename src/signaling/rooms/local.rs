@@ -19,7 +19,7 @@ use super::{
     Capacity, Delivery, Departure, Frame, JoinOutcome, JoinRequest, LeaveReason, Mailbox,
     MemberInfo, Outbound, PeerId, Rejoin, RelayError, Relayed, ResumeError, ResumeLimits,
     RoomCounts, RoomDirectory, RoomEvent, RoomKey, RoomOptions, RoomSummary, RoomsFuture,
-    SessionId, Target, new_resume_token,
+    SessionId, SessionRooms, Target, new_resume_token, note_session_room,
 };
 use crate::ids::DeviceId;
 use crate::signaling::queue;
@@ -113,7 +113,7 @@ struct Inner {
 struct State {
     rooms: HashMap<RoomKey, Room>,
     /// The rooms each session is in, and as whom.
-    sessions: HashMap<SessionId, Vec<(RoomKey, PeerId)>>,
+    sessions: SessionRooms,
     /// The device each session last joined with, so purging the device closes it.
     devices: HashMap<SessionId, DeviceId>,
     /// Resume tokens of detached members.
@@ -517,12 +517,12 @@ impl Inner {
         if !room.options.lobby && count == 2 {
             state.counts.rooms_ready += 1;
         }
-        // Most sessions are in one room: room for one, not the four a first push would make.
-        state
-            .sessions
-            .entry(session)
-            .or_insert_with(|| Vec::with_capacity(1))
-            .push((key.clone(), request.member.peer.clone()));
+        note_session_room(
+            &mut state.sessions,
+            session,
+            key.clone(),
+            request.member.peer.clone(),
+        );
         self.send(
             Some(session),
             RoomEvent::Joined {
@@ -632,11 +632,7 @@ impl Inner {
                 );
             }
         }
-        state
-            .sessions
-            .entry(session)
-            .or_insert_with(|| Vec::with_capacity(1))
-            .push((key, peer));
+        note_session_room(&mut state.sessions, session, key, peer);
         Ok(())
     }
 

@@ -21,6 +21,7 @@
 pub mod local;
 pub mod network;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,6 +56,24 @@ impl SessionId {
 /// How members of a room know each other: a clientId in signalpost's own protocol, a socket or
 /// user id in the dialects.
 pub type PeerId = Arc<str>;
+
+/// The rooms each local session is in, and as whom: what a directory needs to take a session out
+/// of its rooms when it ends.
+pub type SessionRooms = HashMap<SessionId, Vec<(RoomKey, PeerId)>>;
+
+/// Notes that `session` is in room `key` as `peer`. Most sessions are in one room: the list starts
+/// with room for one, not the four a first push would make (it lives as long as the session).
+pub fn note_session_room(
+    sessions: &mut SessionRooms,
+    session: SessionId,
+    key: RoomKey,
+    peer: PeerId,
+) {
+    sessions
+        .entry(session)
+        .or_insert_with(|| Vec::with_capacity(1))
+        .push((key, peer));
+}
 
 /// A room's name: the space of the protocol that uses it, and its id there.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -394,6 +413,14 @@ impl Frame {
         match self {
             Frame::Owned(s) => s,
             Frame::Shared(s) => s,
+        }
+    }
+
+    /// The text, owned (a shared one is copied).
+    pub fn into_string(self) -> String {
+        match self {
+            Frame::Owned(s) => s,
+            Frame::Shared(s) => s.to_string(),
         }
     }
 
