@@ -326,13 +326,18 @@ async fn the_global_connection_cap_answers_503() {
     assert_eq!(upgrade_status(&app, None).await.0, 503);
 }
 
-#[tokio::test]
-async fn messages_over_the_rate_are_refused_then_the_connection_is_closed() {
-    let app = spawn_app_with(|c| {
+/// A server whose connections may send a burst of three messages, then one a second.
+async fn app_allowing_one_message_a_second_after_a_burst_of_three() -> TestApp {
+    spawn_app_with(|c| {
         c.limits.ws_msg_rate_per_sec = 1;
         c.limits.ws_msg_burst = 3;
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn messages_over_the_rate_are_refused_then_the_connection_is_closed() {
+    let app = app_allowing_one_message_a_second_after_a_burst_of_three().await;
     let mut a = app.connect_ws().await;
     for _ in 0..4 {
         a.send_json(&json!({"type": "ping"})).await;
@@ -355,11 +360,7 @@ async fn messages_over_the_rate_are_refused_then_the_connection_is_closed() {
 
 #[tokio::test]
 async fn a_flood_read_in_one_go_is_answered_and_refused_before_the_rate_close() {
-    let app = spawn_app_with(|c| {
-        c.limits.ws_msg_rate_per_sec = 1;
-        c.limits.ws_msg_burst = 3;
-    })
-    .await;
+    let app = app_allowing_one_message_a_second_after_a_burst_of_three().await;
     let mut a = app.connect_ws().await;
     // One write: the server reads the whole flood before it gets to write anything, and the
     // last frames end the session (more than MAX_RATE_STRIKES refusals in a row).
