@@ -99,7 +99,7 @@ pub async fn run_session<S, P>(
     protocol: impl FnOnce(SessionId) -> P,
 ) -> End
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
     P: Protocol,
 {
     let (session, mailbox) = signaling.delivery().register(signaling.settings().queue);

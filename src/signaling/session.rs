@@ -207,7 +207,7 @@ pub async fn run<S, P>(
     metrics: &Metrics,
 ) -> End
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
     P: Protocol,
 {
     let mut conn = Conn { ws, writing: false };
@@ -224,24 +224,36 @@ where
     let end = session.run(&mut conn, protocol, shutdown).await;
     count_end(metrics, end);
     if let Some((code, reason)) = end.close_frame() {
-        let frame = CloseFrame {
-            code,
-            reason: reason.into(),
-        };
-        let ws = &mut conn.ws;
-        // The closing handshake: send our close frame, then read (and discard) until the
-        // client's close or end of stream. Dropping the socket with unread input would make the
-        // kernel reset the connection, and the client might lose the close frame, code and all.
-        // Bounded, since a client that does not read cannot take a close frame either. Boxed,
-        // because the timer would otherwise sit in every idle session's state.
+        close_handshake(&mut conn.ws, code, reason).await;
+    }
+    end
+}
+
+/// The closing handshake: send our close frame, then read (and discard) until the client's close
+/// or end of stream. Dropping the socket with unread input would make the kernel reset the
+/// connection, and the client might lose the close frame, code and all. Bounded, since a client
+/// that does not read cannot take a close frame either.
+///
+/// Built on the heap by a plain function: written inline in [`run`], its timer, frame and
+/// futures would take room in every idle session's state, since an `async fn` keeps space for
+/// every local it has, used yet or not.
+fn close_handshake<'a, S: AsyncRead + AsyncWrite + Unpin + Send>(
+    ws: &'a mut WebSocketStream<S>,
+    code: CloseCode,
+    reason: &'static str,
+) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    Box::pin(async move {
         let handshake = async {
             if ws.close(Some(frame)).await.is_ok() {
                 while let Some(Ok(_)) = ws.next().await {}
             }
         };
-        let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, handshake)).await;
-    }
-    end
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, handshake).await;
+    })
 }
 
 /// Counts the session's end by close code, and the refusals that ended it.

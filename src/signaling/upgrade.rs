@@ -124,13 +124,11 @@ where
     let accept_key = derive_accept_key(key.as_bytes());
 
     sessions.spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let io = TokioIo::new(upgraded);
-                let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-                session(Box::new(ws)).await;
-            }
-            Err(e) => log::debug!("websocket upgrade failed: {e}"),
+        // Taken over in one statement, so that nothing of the hand-over (the upgraded
+        // connection, the unboxed stream) stays in the task's state for the session's life.
+        let ws = take_over(on_upgrade, config).await;
+        if let Some(ws) = ws {
+            session(ws).await;
         }
     });
 
@@ -145,10 +143,25 @@ where
     Ok(response)
 }
 
+/// The connection once hyper hands it over, as a WebSocket.
+async fn take_over(on_upgrade: OnUpgrade, config: WebSocketConfig) -> Option<Upgraded> {
+    match on_upgrade.await {
+        Ok(upgraded) => {
+            let io = TokioIo::new(upgraded);
+            let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+            Some(Box::new(ws))
+        }
+        Err(e) => {
+            log::debug!("websocket upgrade failed: {e}");
+            None
+        }
+    }
+}
+
 /// A session of signalpost's own protocol, from registration to unregistration.
 async fn run_native<S>(ws: Box<WebSocketStream<S>>, signaling: Arc<Signaling>, client: IpAddr)
 where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
 {
     let (session, mailbox) = signaling.delivery().register(signaling.settings().queue);
     let mut native = Native::new(signaling.clone(), session, client);
