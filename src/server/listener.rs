@@ -205,7 +205,9 @@ async fn watchdog(clock: &Clock, timeouts: HttpTimeouts) {
 /// The socket, reporting reads to its connection's clock and holding the connection's permit.
 struct Tracked {
     stream: TcpStream,
-    clock: Arc<Clock>,
+    /// Until the connection is upgraded: a WebSocket session keeps this socket for hours, and
+    /// has no use for the HTTP deadlines.
+    clock: Option<Arc<Clock>>,
     _permit: ConnectionPermit,
 }
 
@@ -217,8 +219,13 @@ impl AsyncRead for Tracked {
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.clock.bytes_read();
+        if let Some(clock) = &self.clock {
+            if clock.get().1 == Phase::Upgraded {
+                // The session reads now; the clock goes with the connection's HTTP task.
+                self.clock = None;
+            } else if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+                clock.bytes_read();
+            }
         }
         polled
     }
@@ -355,7 +362,7 @@ async fn serve_connection<S: HttpService>(
     let clock = Arc::new(Clock::new());
     let io = TokioIo::new(Tracked {
         stream,
-        clock: clock.clone(),
+        clock: Some(clock.clone()),
         _permit: permit,
     });
     let service_clock = clock.clone();
