@@ -70,8 +70,9 @@ pub struct Native {
     room: Option<Current>,
     /// The network group of the client's address (compared, never shown).
     network: Arc<str>,
-    /// Since `discover`: who this session is in its network's lobby.
-    discovered: Option<MemberInfo>,
+    /// Since `discover`: who this session is in its network's lobby. Boxed: few sessions
+    /// discover, and every idle one would carry the space.
+    discovered: Option<Box<MemberInfo>>,
     /// No message handled yet: `resume` is only accepted first.
     fresh: bool,
     /// Set once the session has left its rooms (see [`Native::finish`]).
@@ -141,7 +142,7 @@ impl Native {
         let rooms = self.signaling.rooms();
         let lobby = network::lobby(SPACE, &self.network);
         if let Some(before) = &self.discovered
-            && *before != member
+            && **before != member
         {
             // A new name: the others see the session leave and come back under it.
             if let Err(e) = rooms.leave(self.session, &lobby).await {
@@ -153,7 +154,7 @@ impl Native {
         let request = network::join_request(self.session, SPACE, member.clone(), rooms.epoch())?;
         match rooms.join(request).await {
             Ok(_) => {
-                self.discovered = Some(member);
+                self.discovered = Some(Box::new(member));
                 None
             }
             Err(e) => {

@@ -277,7 +277,10 @@ mod tests {
             tx.try_send(i).unwrap();
         }
         while rx.try_recv().is_ok() {}
-        assert_eq!(rx.0.state.lock().unwrap().items.capacity(), RETAINED_CAPACITY);
+        assert_eq!(
+            rx.0.state.lock().unwrap().items.capacity(),
+            RETAINED_CAPACITY
+        );
     }
 
     #[test]

@@ -5,6 +5,8 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use futures_util::FutureExt;
+use futures_util::future::Either;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
@@ -123,14 +125,14 @@ where
     let on_upgrade = on_upgrade.ok_or(UpgradeError::NotUpgradable)?;
     let accept_key = derive_accept_key(key.as_bytes());
 
-    sessions.spawn(async move {
-        // Taken over in one statement, so that nothing of the hand-over (the upgraded
-        // connection, the unboxed stream) stays in the task's state for the session's life.
-        let ws = take_over(on_upgrade, config).await;
-        if let Some(ws) = ws {
-            session(ws).await;
-        }
+    // Two stages whose states take turns in one place: written as one `async` block, the task
+    // would keep the hand-over's upvars (the pending upgrade, the configuration) and the unboxed
+    // stream beside the session for the session's whole life.
+    let task = take_over(on_upgrade, config).then(|ws| match ws {
+        Some(ws) => Either::Left(session(ws)),
+        None => Either::Right(std::future::ready(())),
     });
+    sessions.spawn(task);
 
     let mut response = Response::default();
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
