@@ -146,7 +146,8 @@ struct Member {
     device: Option<DeviceId>,
     /// The token a new session presents to resume this member, if it asked to be resumable.
     resume: Option<Arc<str>>,
-    detached: Option<Detached>,
+    /// Boxed: a member is detached for seconds at most, and connected the rest of its life.
+    detached: Option<Box<Detached>>,
 }
 
 /// A member whose connection dropped, waiting for its session to resume.
@@ -319,11 +320,11 @@ impl Inner {
         if let Some(rooms) = state.sessions.get_mut(&session) {
             rooms.retain(|(r, _)| r != key);
         }
-        member.detached = Some(Detached {
+        member.detached = Some(Box::new(Detached {
             number,
             kept: VecDeque::new(),
             kept_bytes: 0,
-        });
+        }));
         let peer = member.info.peer.clone();
         state.counts.detached += 1;
         state.detached.insert(token, (key.clone(), peer.clone()));
