@@ -107,7 +107,6 @@ struct StoredMember {
     info: String,
     session: Option<String>,
     node: u16,
-    device: Option<String>,
     detached: Option<u64>,
 }
 
@@ -244,7 +243,6 @@ enum Outgoing {
 struct Member {
     info: MemberInfo,
     session: Option<SessionId>,
-    device: Option<DeviceId>,
     detached: bool,
 }
 
@@ -329,11 +327,26 @@ fn member_of(stored: &StoredMember) -> Member {
             .as_deref()
             .and_then(|s| s.parse().ok())
             .map(SessionId),
-        device: stored
-            .device
-            .as_deref()
-            .and_then(|d| DeviceId::parse(d).ok()),
         detached: stored.detached.is_some(),
+    }
+}
+
+/// Makes a rebuilt replica's members share what they can instead of holding copies: an
+/// unchanged member keeps the info it had (its strings are the ones the session and the room
+/// list already hold), and members on one network share its group's string.
+fn share_infos(members: &mut [Member], old: Option<&Replica>) {
+    for i in 0..members.len() {
+        let (earlier, rest) = members.split_at_mut(i);
+        let member = &mut rest[0];
+        if let Some(same) = old.and_then(|r| r.members.iter().find(|o| o.info == member.info)) {
+            member.info = same.info.clone();
+        } else if let Some(network) = member.info.network.as_ref().and_then(|n| {
+            earlier
+                .iter()
+                .find_map(|e| e.info.network.as_ref().filter(|e| e == &n))
+        }) {
+            member.info.network = Some(network.clone());
+        }
     }
 }
 
@@ -592,6 +605,7 @@ impl Inner {
         // Exactly as many as there are: the replica keeps this vector while the room lives.
         let mut members = Vec::with_capacity(state.members.as_ref().map_or(0, Vec::len));
         members.extend(state.members.iter().flatten().map(member_of));
+        share_infos(&mut members, s.replicas.get(key));
         let local = |m: &Member| m.session.filter(|id| id.node() == self.node);
         let full_view = || {
             options
@@ -1089,8 +1103,12 @@ impl Inner {
             .filter(|r| !live.contains(r))
             .collect();
         self.sweep_refs(LeaveReason::Disconnected, &gone).await?;
-        let members: Vec<(RoomKey, Member, RoomOptions)> = {
+        // A replica keeps no member's device (most are other nodes'): a local member's is the
+        // one its session joined with.
+        type Local = (RoomKey, Member, Option<DeviceId>, RoomOptions);
+        let members: Vec<Local> = {
             let state = self.state.lock().unwrap();
+            let devices = &state.devices;
             state
                 .replicas
                 .iter()
@@ -1098,7 +1116,10 @@ impl Inner {
                     r.members
                         .iter()
                         .filter(|m| m.session.is_some_and(|s| s.node() == self.node))
-                        .map(move |m| (key.clone(), m.clone(), r.options))
+                        .map(move |m| {
+                            let device = m.session.and_then(|s| devices.get(&s)).cloned();
+                            (key.clone(), m.clone(), device, r.options)
+                        })
                 })
                 .collect()
         };
@@ -1106,7 +1127,7 @@ impl Inner {
             self.state.lock().unwrap().subscribed.remove(key);
             self.subscribe(key).await?;
         }
-        for (key, member, options) in members {
+        for (key, member, device, options) in members {
             let Some(session) = member.session else {
                 continue;
             };
@@ -1124,7 +1145,7 @@ impl Inner {
                         &member.info.peer,
                         &info,
                         &opts,
-                        member.device.as_ref().map_or("", DeviceId::as_str),
+                        device.as_ref().map_or("", DeviceId::as_str),
                         "0",
                         "1",
                         "quiet",
