@@ -335,17 +335,21 @@ fn member_of(stored: &StoredMember) -> Member {
 /// unchanged member keeps the info it had (its strings are the ones the session and the room
 /// list already hold), and members on one network share its group's string.
 fn share_infos(members: &mut [Member], old: Option<&Replica>) {
-    for i in 0..members.len() {
-        let (earlier, rest) = members.split_at_mut(i);
-        let member = &mut rest[0];
-        if let Some(same) = old.and_then(|r| r.members.iter().find(|o| o.info == member.info)) {
-            member.info = same.info.clone();
-        } else if let Some(network) = member.info.network.as_ref().and_then(|n| {
-            earlier
-                .iter()
-                .find_map(|e| e.info.network.as_ref().filter(|e| e == &n))
-        }) {
-            member.info.network = Some(network.clone());
+    let old: HashMap<&str, &MemberInfo> = old
+        .map(|r| r.members.iter().map(|m| (&*m.info.peer, &m.info)).collect())
+        .unwrap_or_default();
+    let mut networks: HashSet<Arc<str>> = HashSet::new();
+    for member in members {
+        if let Some(same) = old.get(&*member.info.peer).filter(|o| ***o == member.info) {
+            member.info = MemberInfo::clone(same);
+        }
+        if let Some(network) = &mut member.info.network {
+            match networks.get(network) {
+                Some(shared) => *network = shared.clone(),
+                None => {
+                    networks.insert(network.clone());
+                }
+            }
         }
     }
 }
