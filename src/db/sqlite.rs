@@ -1357,6 +1357,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_write_that_fails_is_undone_alone_and_the_others_of_its_batch_are_committed() {
+        let (store, _dir) = store().await;
+        let later = now_millis() + 60_000;
+        let writes = (0..32).map(|i| {
+            store.with_writer(move |c| {
+                c.execute(
+                    "INSERT INTO named_rooms (space, id, created_at, expires_at)
+                     VALUES ('t', ?1, 0, ?2)",
+                    params![i.to_string(), later],
+                )?;
+                if i % 2 == 1 {
+                    return Err(SqlError::WriterGone);
+                }
+                Ok(i)
+            })
+        });
+        let answers = futures_util::future::join_all(writes).await;
+        for (i, answer) in answers.iter().enumerate() {
+            assert_eq!(answer.is_ok(), i % 2 == 0, "write {i}: {answer:?}");
+        }
+        for i in 0..32 {
+            let exists = store.named_room_exists("t", i.to_string()).await.unwrap();
+            assert_eq!(exists, i % 2 == 0, "room {i}");
+        }
+    }
+
+    #[tokio::test]
     async fn the_sweep_deletes_expired_named_rooms_only() {
         let (store, _dir) = store().await;
         let now = now_millis();
