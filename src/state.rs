@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::Config;
-use crate::db::Store;
+use crate::db::{Desk, Store};
 use crate::limits::Limiters;
 use crate::signaling::Signaling;
 
@@ -31,25 +31,29 @@ struct Inner {
     config: Config,
     cluster: Option<ClusterInfo>,
     store: Option<Store>,
+    desk: Option<Desk>,
     signaling: Arc<Signaling>,
     limits: Arc<Limiters>,
     started: Instant,
 }
 
 impl AppState {
-    /// Bundles the parts built at start.
+    /// Bundles the parts built at start: `desk` takes the pairing requests, `store` is
+    /// everything else that is stored (both `None` when the pairing API is off).
     pub fn new(
         config: Config,
-        store: Option<Store>,
+        store: Option<(Store, Desk)>,
         signaling: Arc<Signaling>,
         limits: Arc<Limiters>,
         cluster: Option<ClusterInfo>,
     ) -> Self {
+        let (store, desk) = store.unzip();
         Self {
             inner: Arc::new(Inner {
                 config,
                 cluster,
                 store,
+                desk,
                 signaling,
                 limits,
                 started: Instant::now(),
@@ -70,6 +74,12 @@ impl AppState {
     /// The pairing store, unless the pairing API is off.
     pub fn store(&self) -> Option<&Store> {
         self.inner.store.as_ref()
+    }
+
+    /// The pairing requests (the store and the limits, in one step), unless the pairing API is
+    /// off.
+    pub fn desk(&self) -> Option<&Desk> {
+        self.inner.desk.as_ref()
     }
 
     /// Sessions and rooms.

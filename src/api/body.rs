@@ -44,9 +44,24 @@ pub fn bounded_bytes() -> impl Filter<Extract = (Vec<u8>,), Error = Rejection> +
 
 /// The body as a JSON object, required.
 pub fn json_object() -> impl Filter<Extract = (Object,), Error = Rejection> + Clone {
-    optional_json_object().and_then(|body: Option<Object>| async move {
-        body.ok_or_else(|| warp::reject::custom(ApiError::InvalidJson))
+    json_object_or_error().and_then(|body: Result<Object, ApiError>| async move {
+        body.map_err(warp::reject::custom)
     })
+}
+
+/// The body as a JSON object, or why it is not one, for a handler that must see every request
+/// that reaches its route (one that counts it against a limit whatever the body).
+pub fn json_object_or_error()
+-> impl Filter<Extract = (Result<Object, ApiError>,), Error = Rejection> + Clone {
+    warp::header::optional::<u64>("content-length")
+        .and(warp::body::stream())
+        .then(|length: Option<u64>, body| async move {
+            if length.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+                return Err(ApiError::PayloadTooLarge);
+            }
+            let bytes = read_limited(body).await?;
+            parse_object(&bytes)?.ok_or(ApiError::InvalidJson)
+        })
 }
 
 async fn read_limited<S, B>(body: S) -> Result<Vec<u8>, ApiError>

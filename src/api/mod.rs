@@ -109,8 +109,9 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .or(admin::rooms(state.clone()))
         .unify()
         .boxed();
-    if let Some(store) = state.store() {
+    if let (Some(store), Some(desk)) = (state.store(), state.desk()) {
         let pairing = pairing::Pairing {
+            desk: desk.clone(),
             store: store.clone(),
             signaling: state.signaling().clone(),
             limits: state.limits().clone(),
@@ -118,6 +119,11 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
             max_pending_per_client: state.config().limits.max_pending_per_client,
             max_room_capacity: state.config().max_room_capacity,
         };
+        // Create, accept and check count the REST rate in their own store step.
+        routes = routes
+            .or(pairing::counted_routes(pairing.clone()))
+            .unify()
+            .boxed();
         limited = limited.or(pairing::routes(pairing)).unify().boxed();
     }
     let limited = rest_rate_limit(state.clone()).and(limited);
@@ -143,6 +149,8 @@ pub fn get_or_head() -> impl Filter<Extract = (), Error = Rejection> + Clone {
 
 /// Paths whose every request counts against the client's REST rate: the API and the operator
 /// endpoints (which would otherwise be a free lever: a database probe or a token guess each).
+/// The pairing routes that count it themselves ([`pairing::counted_routes`]) come first, so
+/// their requests never reach the filter.
 fn is_rate_limited(path: &str) -> bool {
     path.starts_with("/api/")
         || matches!(path, "/health" | "/stats" | "/metrics" | "/rooms" | "/logs")
@@ -217,14 +225,25 @@ pub fn rest_rate(state: AppState) -> impl Filter<Extract = (), Error = Rejection
             let limits = limits.clone();
             let metrics = metrics.clone();
             async move {
-                limits.rest().check(key).await.map_err(|wait| {
-                    metrics.refused(Refusal::Rate);
-                    log::info!("rate limited: {key} (REST)");
-                    warp::reject::custom(ApiError::TooManyRequests(wait))
-                })
+                limits
+                    .rest()
+                    .check(key)
+                    .await
+                    .map_err(|wait| warp::reject::custom(rate_refusal(&metrics, key, wait)))
             }
         })
         .untuple_one()
+}
+
+/// A request over its client's REST rate: counted, logged, and answered 429 with `Retry-After`.
+pub fn rate_refusal(
+    metrics: &crate::telemetry::Metrics,
+    key: ClientKey,
+    wait: std::time::Duration,
+) -> ApiError {
+    metrics.refused(Refusal::Rate);
+    log::info!("rate limited: {key} (REST)");
+    ApiError::TooManyRequests(wait)
 }
 
 /// GET / and GET /ws: the WebSocket upgrade; a plain GET / is the health message.

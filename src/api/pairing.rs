@@ -10,13 +10,15 @@ use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::{Reply, Response};
 
-use super::body::{json_object, optional_json_object};
+use super::body::{json_object, json_object_or_error, optional_json_object};
 use super::error::ApiError;
-use super::{client_key, with_state};
-use crate::db::{Acceptance, Accepted, Checked, Created, Creator, RoomLookup, Store};
+use super::{client_key, rate_refusal, with_state};
+use crate::db::{
+    Acceptance, Accepted, Checked, Created, Creator, Desk, Guard, Guarded, RoomLookup, Store,
+    StoreError,
+};
 use crate::limits::Limiters;
 use crate::limits::client::ClientKey;
-use crate::limits::guess::GuessTicket;
 use crate::protocol::rest::{
     self, AcceptCode, CheckCode, CreatePending, CreatedBody, DeletedBody, Object, PurgedBody,
     RoomBody, RoomIdBody,
@@ -28,7 +30,9 @@ use crate::telemetry::{PairingOutcome, Refusal};
 /// What the pairing handlers share.
 #[derive(Clone)]
 pub struct Pairing {
-    /// The pairing store.
+    /// Creates, accepts and checks, each counted against its client's limits.
+    pub desk: Desk,
+    /// The pairing store, for the rest.
     pub store: Store,
     /// Live sessions, closed when their room is deleted or their device purged.
     pub signaling: Arc<crate::signaling::Signaling>,
@@ -43,39 +47,72 @@ pub struct Pairing {
 }
 
 impl Pairing {
-    /// A ticket for a request that may be a failed guess; refused while the client is locked
-    /// out (or has its limit of guesses in flight).
-    async fn reserve_guess(&self, key: ClientKey) -> Result<GuessTicket, ApiError> {
-        self.limits.reserve_guess(key).await.map_err(|wait| {
-            let metrics = self.signaling.metrics();
-            metrics.pairing(PairingOutcome::RateLimited);
-            metrics.refused(Refusal::Rate);
-            log::debug!("join-code guess refused: {key} is locked out");
-            ApiError::TooManyRequests(wait)
-        })
+    /// The desk's answer, or the refusal it is answered with: over the REST rate, or locked
+    /// out for guessing (both 429 with `Retry-After`). A lock-out this request started is
+    /// logged.
+    fn admitted<T>(
+        &self,
+        key: ClientKey,
+        answer: Result<Guarded<T>, StoreError>,
+        operation: &'static str,
+    ) -> Result<T, ApiError> {
+        let metrics = self.signaling.metrics();
+        match answer.map_err(ApiError::store(operation))? {
+            Guarded::RateLimited(wait) => Err(rate_refusal(metrics, key, wait)),
+            Guarded::LockedOut(wait) => {
+                metrics.pairing(PairingOutcome::RateLimited);
+                metrics.refused(Refusal::Rate);
+                log::debug!("join-code guess refused: {key} is locked out");
+                Err(ApiError::TooManyRequests(wait))
+            }
+            Guarded::Answered { outcome, lockout } => {
+                if let Some(block) = lockout {
+                    log::warn!(
+                        "join-code guessing: {key} locked out for {}s",
+                        block.as_secs()
+                    );
+                }
+                Ok(outcome)
+            }
+        }
+    }
+
+    /// The request `parse` reads from `body`, or its refusal. A request refused before it
+    /// reaches the desk counts against the REST rate all the same, here, so malformed requests
+    /// spend the budget like any other.
+    async fn parsed<T>(
+        &self,
+        key: ClientKey,
+        body: Result<Object, ApiError>,
+        parse: impl FnOnce(&Object) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let error = match body.and_then(|body| parse(&body)) {
+            Ok(request) => return Ok(request),
+            Err(e) => e,
+        };
+        match self.limits.rest().check(key).await {
+            Ok(()) => Err(error),
+            Err(wait) => Err(rate_refusal(self.signaling.metrics(), key, wait)),
+        }
     }
 }
 
-/// Settles a ticket as a failed guess, logging a lock-out it starts.
-async fn guess_failed(ticket: GuessTicket, key: ClientKey) {
-    if let Some(block) = ticket.failed().await {
-        log::warn!(
-            "join-code guessing: {key} locked out for {}s",
-            block.as_secs()
-        );
-    }
-}
-
-/// Every pairing route. Paths are matched before methods, so a known path with the wrong method
-/// answers 405 and an unknown path 404.
-pub fn routes(state: Pairing) -> BoxedFilter<(Response,)> {
+/// The pairing requests that count against their client's REST rate themselves, in the same
+/// step as their store work (see [`crate::db::desk`]): create, accept and check. They answer
+/// every POST to their paths, so no other filter counts those requests again.
+pub fn counted_routes(state: Pairing) -> BoxedFilter<(Response,)> {
     create(state.clone())
         .or(accept(state.clone()))
         .unify()
-        .or(check(state.clone()))
+        .or(check(state))
         .unify()
-        .or(get_room(state.clone()))
-        .unify()
+        .boxed()
+}
+
+/// Every other pairing route (behind the REST rate filter). Paths are matched before methods,
+/// so a known path with the wrong method answers 405 and an unknown path 404.
+pub fn routes(state: Pairing) -> BoxedFilter<(Response,)> {
+    get_room(state.clone())
         .or(delete_room(state.clone()))
         .unify()
         .or(purge(state))
@@ -99,8 +136,8 @@ fn create(state: Pairing) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(client_key(state.limits.clone()))
         .and(with_state(state))
-        .and(json_object())
-        .then(|key, state: Pairing, body: Object| async move {
+        .and(json_object_or_error())
+        .then(|key, state: Pairing, body| async move {
             answer(create_pending(state, key, body).await)
         })
         .boxed()
@@ -109,15 +146,20 @@ fn create(state: Pairing) -> BoxedFilter<(Response,)> {
 async fn create_pending(
     state: Pairing,
     key: ClientKey,
-    body: Object,
+    body: Result<Object, ApiError>,
 ) -> Result<Response, ApiError> {
     let now = chrono::Utc::now();
-    let req = CreatePending::parse(&body, now, state.max_pending_ttl, state.max_room_capacity)?;
+    let (ttl, capacity) = (state.max_pending_ttl, state.max_room_capacity);
+    let req = state
+        .parsed(key, body, |body| {
+            Ok(CreatePending::parse(body, now, ttl, capacity)?)
+        })
+        .await?;
     // A code of the client's choosing that turns out live is a guess that hit: it tells the
     // client the code exists, so it counts like a 404 of accept or check.
-    let ticket = match req.joinid {
-        Some(_) => Some(state.reserve_guess(key).await?),
-        None => None,
+    let guard = Guard {
+        client: key,
+        guess: req.joinid.is_some(),
     };
     let creator = Creator {
         client1: req.client1,
@@ -125,13 +167,10 @@ async fn create_pending(
         max_pending: state.max_pending_per_client,
         capacity: req.capacity,
     };
-    let created = state
-        .store
-        .create_pending(req.joinid, creator, req.exp.timestamp_millis())
-        .await
-        .map_err(ApiError::store("create_failed"))?;
+    let exp = req.exp.timestamp_millis();
+    let created = state.desk.create(guard, req.joinid, creator, exp).await;
     let metrics = state.signaling.metrics();
-    match created {
+    match state.admitted(key, created, "create_failed")? {
         Created::Ok(pending) => {
             metrics.pairing(PairingOutcome::Created);
             log::info!(
@@ -148,9 +187,6 @@ async fn create_pending(
         Created::Conflict => {
             log::debug!("create refused: the code is live");
             metrics.pairing(PairingOutcome::Conflict);
-            if let Some(ticket) = ticket {
-                guess_failed(ticket, key).await;
-            }
             Err(ApiError::Conflict)
         }
         Created::TooManyPending { next_expiry } => {
@@ -173,24 +209,30 @@ fn accept(state: Pairing) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(client_key(state.limits.clone()))
         .and(with_state(state))
-        .and(json_object())
-        .then(|key, state: Pairing, body: Object| async move {
-            answer(accept_code(state, key, body).await)
-        })
+        .and(json_object_or_error())
+        .then(
+            |key, state: Pairing, body| async move { answer(accept_code(state, key, body).await) },
+        )
         .boxed()
 }
 
-async fn accept_code(state: Pairing, key: ClientKey, body: Object) -> Result<Response, ApiError> {
-    let req = AcceptCode::parse(&body)?;
-    let ticket = state.reserve_guess(key).await?;
+async fn accept_code(
+    state: Pairing,
+    key: ClientKey,
+    body: Result<Object, ApiError>,
+) -> Result<Response, ApiError> {
+    let req = state
+        .parsed(key, body, |body| Ok(AcceptCode::parse(body)?))
+        .await?;
+    let guard = Guard {
+        client: key,
+        guess: true,
+    };
+    let accepted = state.desk.accept(guard, req.joinid, req.client2).await;
     let Acceptance {
         outcome: accepted,
         created_at,
-    } = state
-        .store
-        .accept(req.joinid, req.client2)
-        .await
-        .map_err(ApiError::store("accept_failed"))?;
+    } = state.admitted(key, accepted, "accept_failed")?;
     let metrics = state.signaling.metrics();
     match accepted {
         Accepted::Room(roomid) => {
@@ -208,7 +250,6 @@ async fn accept_code(state: Pairing, key: ClientKey, body: Object) -> Result<Res
         Accepted::NotFound => {
             log::debug!("accept refused: no live code");
             metrics.pairing(PairingOutcome::NotFound);
-            guess_failed(ticket, key).await;
             Err(ApiError::NotFoundOrExpired)
         }
         Accepted::Conflict => {
@@ -225,22 +266,25 @@ fn check(state: Pairing) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(client_key(state.limits.clone()))
         .and(with_state(state))
-        .and(json_object())
-        .then(|key, state: Pairing, body: Object| async move {
-            answer(check_code(state, key, body).await)
-        })
+        .and(json_object_or_error())
+        .then(|key, state: Pairing, body| async move { answer(check_code(state, key, body).await) })
         .boxed()
 }
 
-async fn check_code(state: Pairing, key: ClientKey, body: Object) -> Result<Response, ApiError> {
-    let req = CheckCode::parse(&body)?;
-    let ticket = state.reserve_guess(key).await?;
-    let checked = state
-        .store
-        .check(req.joinid, req.client1)
-        .await
-        .map_err(ApiError::store("check_failed"))?;
-    match checked {
+async fn check_code(
+    state: Pairing,
+    key: ClientKey,
+    body: Result<Object, ApiError>,
+) -> Result<Response, ApiError> {
+    let req = state
+        .parsed(key, body, |body| Ok(CheckCode::parse(body)?))
+        .await?;
+    let guard = Guard {
+        client: key,
+        guess: true,
+    };
+    let checked = state.desk.check(guard, req.joinid, req.client1).await;
+    match state.admitted(key, checked, "check_failed")? {
         Checked::Room(roomid) => Ok(json_with_status(
             &RoomIdBody {
                 roomid: roomid.to_string(),
@@ -251,7 +295,6 @@ async fn check_code(state: Pairing, key: ClientKey, body: Object) -> Result<Resp
         Checked::NotFound => {
             log::debug!("check refused: no live code");
             state.signaling.metrics().pairing(PairingOutcome::NotFound);
-            guess_failed(ticket, key).await;
             Err(ApiError::NotFoundOrExpired)
         }
     }

@@ -18,10 +18,13 @@ use crate::limits::guess::{GuessPolicy, MAX_BLOCK};
 use crate::limits::rate::Rate;
 use crate::limits::{GuessLimiter, RateLimiter};
 
+/// The limits as Lua functions, which every script that counts a limit starts with.
+pub(super) const PRELUDE: &str = include_str!("lua/limits_prelude.lua");
+
 static RATE: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("lua/rate.lua")));
+    LazyLock::new(|| redis::Script::new(&format!("{PRELUDE}\n{}", include_str!("lua/rate.lua"))));
 static GUESS: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("lua/guess.lua")));
+    LazyLock::new(|| redis::Script::new(&format!("{PRELUDE}\n{}", include_str!("lua/guess.lua"))));
 
 /// How long a client's offences are remembered after its last lock-out, as in one node.
 const OFFENCE_MEMORY: Duration = Duration::from_secs(24 * 60 * 60);
@@ -34,6 +37,38 @@ const UNCOUNTED_RETRY: Duration = Duration::from_secs(5);
 
 fn now_ms() -> String {
     crate::db::now_millis().to_string()
+}
+
+/// The bucket of `key` under the limit `name` (`rest`, `upgrades`).
+pub(super) fn rate_key(name: &str, key: ClientKey) -> String {
+    format!("sp:rate:{name}:{key}")
+}
+
+/// A rate as `rate_take` reads it: capacity, tokens per millisecond.
+pub(super) fn rate_args(rate: Rate) -> [String; 2] {
+    [
+        rate.capacity.to_string(),
+        (rate.per_second / 1000.0).to_string(),
+    ]
+}
+
+/// The guess record of `key`.
+pub(super) fn guess_key(key: ClientKey) -> String {
+    format!("sp:guess:{key}")
+}
+
+/// A guess policy as `guess_policy` reads it: limit, window, first and longest lock-out,
+/// offence memory and stale reservations, the times in milliseconds.
+pub(super) fn guess_args(policy: GuessPolicy) -> [String; 6] {
+    let ms = |d: Duration| (d.as_millis() as u64).to_string();
+    [
+        policy.limit.to_string(),
+        ms(policy.window),
+        ms(policy.first_block),
+        ms(MAX_BLOCK),
+        ms(OFFENCE_MEMORY),
+        ms(STALE_RESERVATION),
+    ]
 }
 
 /// A token bucket per client, shared by every node.
@@ -54,9 +89,8 @@ impl SharedRate {
 impl RateLimiter for SharedRate {
     fn check(&self, key: ClientKey) -> BoxFuture<'_, Result<(), Duration>> {
         Box::pin(async move {
-            let bucket = format!("sp:rate:{}:{key}", self.name);
-            let capacity = self.rate.capacity.to_string();
-            let per_ms = (self.rate.per_second / 1000.0).to_string();
+            let bucket = rate_key(self.name, key);
+            let [capacity, per_ms] = rate_args(self.rate);
             let now = now_ms();
             match self
                 .redis
@@ -87,20 +121,12 @@ impl SharedGuesses {
     }
 
     async fn call(&self, key: ClientKey, op: &str, failed: bool) -> Result<u64, super::RedisError> {
-        let record = format!("sp:guess:{key}");
-        let ms = |d: Duration| (d.as_millis() as u64).to_string();
-        let args = [
-            op.to_owned(),
-            now_ms(),
-            self.policy.limit.to_string(),
-            ms(self.policy.window),
-            ms(self.policy.first_block),
-            ms(MAX_BLOCK),
-            ms(OFFENCE_MEMORY),
-            ms(STALE_RESERVATION),
-            if failed { "1" } else { "0" }.to_owned(),
-        ];
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let record = guess_key(key);
+        let now = now_ms();
+        let policy = guess_args(self.policy);
+        let mut args = vec![op, &now];
+        args.extend(policy.iter().map(String::as_str));
+        args.push(if failed { "1" } else { "0" });
         self.redis.script(&GUESS, &[&record], &args).await
     }
 }

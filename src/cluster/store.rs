@@ -23,23 +23,37 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use super::{Redis, RedisError};
+use super::{Redis, RedisError, limits};
 use crate::db::dropsilk::{self, Fate};
 use crate::db::{
-    Acceptance, Accepted, Checked, Created, Creator, Millis, OTHER_REFERRERS, PairingStore,
-    Pending, Purged, ROOM_TOMBSTONE_TTL, ReferrerCounts, Room, RoomLookup, StoreError, StoreFuture,
-    Swept, now_millis,
+    Acceptance, Accepted, Checked, Created, Creator, Guard, Guarded, Millis, OTHER_REFERRERS,
+    PairingDesk, PairingStore, Pending, Purged, ROOM_TOMBSTONE_TTL, ReferrerCounts, Room,
+    RoomLookup, StoreError, StoreFuture, Swept, now_millis,
 };
 use crate::ids::{DeviceId, JoinCode, RoomId};
+use crate::limits::guess::GuessPolicy;
+use crate::limits::rate::Rate;
 
 /// Server-generated codes offered to one create: with a million codes and a realistic number of
 /// live ones, the first almost always succeeds.
 const CODE_CANDIDATES: usize = 32;
 
+/// A pairing request's script: the shared limits, the guard that counts them, then the
+/// operation (see `lua/guard_prelude.lua`).
+fn guarded_script(operation: &str) -> redis::Script {
+    redis::Script::new(&format!(
+        "{}\n{}\n{operation}",
+        limits::PRELUDE,
+        include_str!("lua/guard_prelude.lua")
+    ))
+}
+
 static CREATE: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("lua/create_code.lua")));
+    LazyLock::new(|| guarded_script(include_str!("lua/create_code.lua")));
 static ACCEPT: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("lua/accept_code.lua")));
+    LazyLock::new(|| guarded_script(include_str!("lua/accept_code.lua")));
+static CHECK: LazyLock<redis::Script> =
+    LazyLock::new(|| guarded_script(include_str!("lua/check_code.lua")));
 static BURY: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("lua/bury_rooms.lua")));
 static SWEEP: LazyLock<redis::Script> =
@@ -210,100 +224,17 @@ impl PairingStore for RedisStore {
         exp: Millis,
     ) -> StoreFuture<Created> {
         let redis = self.redis.clone();
-        Box::pin(async move {
-            let explicit = joinid.is_some();
-            let candidates: Vec<String> = match joinid {
-                Some(code) => vec![code.to_string()],
-                None => (0..CODE_CANDIDATES)
-                    .map(|_| JoinCode::generate().to_string())
-                    .collect(),
-            };
-            let now = now_millis().to_string();
-            let exp_s = exp.to_string();
-            let capacity = creator.capacity.to_string();
-            let max = creator.max_pending.to_string();
-            let mut args: Vec<&str> = vec![
-                &now,
-                &exp_s,
-                creator.client1.as_str(),
-                &creator.client_key,
-                &capacity,
-                &max,
-                if explicit { "1" } else { "0" },
-            ];
-            args.extend(candidates.iter().map(String::as_str));
-            let answer: Vec<String> = redis.script(&CREATE, &[], &args).await?;
-            Ok(match answer.first().map(String::as_str) {
-                Some("ok") => {
-                    let code = answer.get(1).cloned().unwrap_or_default();
-                    let joinid = JoinCode::parse(&code)
-                        .map_err(|e| StoreError::Internal(format!("created code: {e}")))?;
-                    Created::Ok(Pending { joinid, exp })
-                }
-                Some("conflict") => Created::Conflict,
-                Some("too_many") => Created::TooManyPending {
-                    next_expiry: answer
-                        .get(1)
-                        .and_then(|s| s.parse::<f64>().ok())
-                        .map_or(exp, |ms| ms as Millis),
-                },
-                _ => Created::Exhausted,
-            })
-        })
+        Box::pin(async move { unguarded(create(&redis, None, joinid, creator, exp).await?) })
     }
 
     fn accept(&self, joinid: JoinCode, device: DeviceId) -> StoreFuture<Acceptance> {
         let redis = self.redis.clone();
-        Box::pin(async move {
-            let now = now_millis().to_string();
-            let new_room = RoomId::generate();
-            let answer: Vec<String> = redis
-                .script(
-                    &ACCEPT,
-                    &[],
-                    &[joinid.as_str(), device.as_str(), &now, new_room.as_str()],
-                )
-                .await?;
-            Ok(match answer.first().map(String::as_str) {
-                Some("room") => Acceptance {
-                    outcome: Accepted::Room(stored_room_id(
-                        answer.get(1).map_or("", String::as_str),
-                    )?),
-                    created_at: answer.get(2).and_then(|s| s.parse().ok()),
-                },
-                Some("conflict") => Acceptance {
-                    outcome: Accepted::Conflict,
-                    created_at: None,
-                },
-                _ => Acceptance {
-                    outcome: Accepted::NotFound,
-                    created_at: None,
-                },
-            })
-        })
+        Box::pin(async move { unguarded(accept(&redis, None, joinid, device).await?) })
     }
 
     fn check(&self, joinid: JoinCode, client1: DeviceId) -> StoreFuture<Checked> {
         let redis = self.redis.clone();
-        Box::pin(async move {
-            let mut cmd = redis::cmd("HMGET");
-            cmd.arg(format!("sp:code:{joinid}"))
-                .arg("client1")
-                .arg("exp")
-                .arg("roomid");
-            let row: (Option<String>, Option<Millis>, Option<String>) = redis.query(&cmd).await?;
-            Ok(match row {
-                (Some(owner), Some(exp), roomid)
-                    if owner == client1.as_str() && exp > now_millis() =>
-                {
-                    match roomid {
-                        Some(roomid) => Checked::Room(stored_room_id(&roomid)?),
-                        None => Checked::Waiting,
-                    }
-                }
-                _ => Checked::NotFound,
-            })
-        })
+        Box::pin(async move { unguarded(check(&redis, None, joinid, client1).await?) })
     }
 
     fn lookup_room(&self, roomid: RoomId) -> StoreFuture<RoomLookup> {
@@ -539,6 +470,251 @@ impl PairingStore for RedisStore {
             Ok(usize::try_from(gone).unwrap_or_default())
         })
     }
+}
+
+/// The pairing desk on Redis: every request is one script that counts the client's REST
+/// rate and, for a possible guess, its guess budget (the records [`SharedRate`] and
+/// [`SharedGuesses`] keep, so every route of every node draws on one budget), then does the
+/// store work, atomically: one round trip, where counting apart would take four.
+///
+/// [`SharedRate`]: super::limits::SharedRate
+/// [`SharedGuesses`]: super::limits::SharedGuesses
+#[derive(Clone)]
+pub struct RedisDesk {
+    redis: Redis,
+    limits: Limits,
+}
+
+/// The limits a guarded request counts against.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    rest: Rate,
+    guesses: GuessPolicy,
+}
+
+impl RedisDesk {
+    /// A desk on these connections, with the REST rate and guess policy every node shares.
+    pub fn new(redis: Redis, rest: Rate, guesses: GuessPolicy) -> Self {
+        Self {
+            redis,
+            limits: Limits { rest, guesses },
+        }
+    }
+}
+
+impl PairingDesk for RedisDesk {
+    fn create(
+        &self,
+        guard: Guard,
+        joinid: Option<JoinCode>,
+        creator: Creator,
+        exp: Millis,
+    ) -> StoreFuture<Guarded<Created>> {
+        let (redis, limits) = (self.redis.clone(), self.limits);
+        Box::pin(async move { create(&redis, Some((guard, limits)), joinid, creator, exp).await })
+    }
+
+    fn accept(
+        &self,
+        guard: Guard,
+        joinid: JoinCode,
+        device: DeviceId,
+    ) -> StoreFuture<Guarded<Acceptance>> {
+        let (redis, limits) = (self.redis.clone(), self.limits);
+        Box::pin(async move { accept(&redis, Some((guard, limits)), joinid, device).await })
+    }
+
+    fn check(
+        &self,
+        guard: Guard,
+        joinid: JoinCode,
+        client1: DeviceId,
+    ) -> StoreFuture<Guarded<Checked>> {
+        let (redis, limits) = (self.redis.clone(), self.limits);
+        Box::pin(async move { check(&redis, Some((guard, limits)), joinid, client1).await })
+    }
+}
+
+/// The guard's arguments of a guarded script (`lua/guard_prelude.lua`): the instant, the REST
+/// bucket and its rate, the guess record and its policy; empty names count nothing (a bare store
+/// call).
+fn guard_args(guarded: Option<(Guard, Limits)>) -> Vec<String> {
+    let mut args = vec![now_millis().to_string()];
+    match guarded {
+        Some((guard, limits)) => {
+            args.push(limits::rate_key("rest", guard.client));
+            args.extend(limits::rate_args(limits.rest));
+            args.push(if guard.guess {
+                limits::guess_key(guard.client)
+            } else {
+                String::new()
+            });
+            args.extend(limits::guess_args(limits.guesses));
+        }
+        None => args.extend(std::iter::repeat_n(String::new(), 10)),
+    }
+    args
+}
+
+/// Runs a guarded script with the operation's own `args`: its refusal, or its answer (a status
+/// word and its fields).
+async fn run_guarded(
+    redis: &Redis,
+    script: &redis::Script,
+    guarded: Option<(Guard, Limits)>,
+    args: &[&str],
+) -> Result<Result<Vec<String>, Refused>, StoreError> {
+    let guard = guard_args(guarded);
+    let mut all: Vec<&str> = guard.iter().map(String::as_str).collect();
+    all.extend_from_slice(args);
+    let answer: Vec<String> = redis.script(script, &[], &all).await?;
+    let wait = || Duration::from_millis(field_u64(answer.get(1)));
+    Ok(match answer.first().map(String::as_str) {
+        Some("rate") => Err(Refused::Rate(wait())),
+        Some("locked") => Err(Refused::Locked(wait())),
+        _ => Ok(answer),
+    })
+}
+
+/// A guarded script's refusal, before the store work ran.
+enum Refused {
+    Rate(Duration),
+    Locked(Duration),
+}
+
+impl Refused {
+    fn answer<T>(self) -> Guarded<T> {
+        match self {
+            Self::Rate(wait) => Guarded::RateLimited(wait),
+            Self::Locked(wait) => Guarded::LockedOut(wait),
+        }
+    }
+}
+
+fn field_u64(field: Option<&String>) -> u64 {
+    field.and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+/// The lock-out a failed guess's answer names (its second field, 0 for none).
+fn lockout(answer: &[String]) -> Option<Duration> {
+    match field_u64(answer.get(1)) {
+        0 => None,
+        ms => Some(Duration::from_millis(ms)),
+    }
+}
+
+/// What a bare store call answers (it counts no limit, so nothing refuses it).
+fn unguarded<T>(answer: Guarded<T>) -> Result<T, StoreError> {
+    match answer {
+        Guarded::Answered { outcome, .. } => Ok(outcome),
+        _ => Err(StoreError::Internal(
+            "a store call without limits was refused".into(),
+        )),
+    }
+}
+
+async fn create(
+    redis: &Redis,
+    guarded: Option<(Guard, Limits)>,
+    joinid: Option<JoinCode>,
+    creator: Creator,
+    exp: Millis,
+) -> Result<Guarded<Created>, StoreError> {
+    let explicit = joinid.is_some();
+    let candidates: Vec<String> = match joinid {
+        Some(code) => vec![code.to_string()],
+        None => (0..CODE_CANDIDATES)
+            .map(|_| JoinCode::generate().to_string())
+            .collect(),
+    };
+    let exp_s = exp.to_string();
+    let capacity = creator.capacity.to_string();
+    let max = creator.max_pending.to_string();
+    let mut args: Vec<&str> = vec![
+        &exp_s,
+        creator.client1.as_str(),
+        &creator.client_key,
+        &capacity,
+        &max,
+        if explicit { "1" } else { "0" },
+    ];
+    args.extend(candidates.iter().map(String::as_str));
+    let answer = match run_guarded(redis, &CREATE, guarded, &args).await? {
+        Ok(answer) => answer,
+        Err(refused) => return Ok(refused.answer()),
+    };
+    let (outcome, lockout) = match answer.first().map(String::as_str) {
+        Some("ok") => {
+            let code = answer.get(1).cloned().unwrap_or_default();
+            let joinid = JoinCode::parse(&code)
+                .map_err(|e| StoreError::Internal(format!("created code: {e}")))?;
+            (Created::Ok(Pending { joinid, exp }), None)
+        }
+        Some("conflict") => (Created::Conflict, lockout(&answer)),
+        Some("too_many") => (
+            Created::TooManyPending {
+                next_expiry: answer
+                    .get(1)
+                    .and_then(|s| s.parse::<f64>().ok())
+                    .map_or(exp, |ms| ms as Millis),
+            },
+            None,
+        ),
+        _ => (Created::Exhausted, None),
+    };
+    Ok(Guarded::Answered { outcome, lockout })
+}
+
+async fn accept(
+    redis: &Redis,
+    guarded: Option<(Guard, Limits)>,
+    joinid: JoinCode,
+    device: DeviceId,
+) -> Result<Guarded<Acceptance>, StoreError> {
+    let new_room = RoomId::generate();
+    let args = [joinid.as_str(), device.as_str(), new_room.as_str()];
+    let answer = match run_guarded(redis, &ACCEPT, guarded, &args).await? {
+        Ok(answer) => answer,
+        Err(refused) => return Ok(refused.answer()),
+    };
+    let (outcome, created_at, lockout) = match answer.first().map(String::as_str) {
+        Some("room") => (
+            Accepted::Room(stored_room_id(answer.get(1).map_or("", String::as_str))?),
+            answer.get(2).and_then(|s| s.parse().ok()),
+            None,
+        ),
+        Some("conflict") => (Accepted::Conflict, None, None),
+        _ => (Accepted::NotFound, None, lockout(&answer)),
+    };
+    Ok(Guarded::Answered {
+        outcome: Acceptance {
+            outcome,
+            created_at,
+        },
+        lockout,
+    })
+}
+
+async fn check(
+    redis: &Redis,
+    guarded: Option<(Guard, Limits)>,
+    joinid: JoinCode,
+    client1: DeviceId,
+) -> Result<Guarded<Checked>, StoreError> {
+    let args = [joinid.as_str(), client1.as_str()];
+    let answer = match run_guarded(redis, &CHECK, guarded, &args).await? {
+        Ok(answer) => answer,
+        Err(refused) => return Ok(refused.answer()),
+    };
+    let (outcome, lockout) = match answer.first().map(String::as_str) {
+        Some("room") => (
+            Checked::Room(stored_room_id(answer.get(1).map_or("", String::as_str))?),
+            None,
+        ),
+        Some("waiting") => (Checked::Waiting, None),
+        _ => (Checked::NotFound, lockout(&answer)),
+    };
+    Ok(Guarded::Answered { outcome, lockout })
 }
 
 impl RedisStore {

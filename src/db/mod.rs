@@ -5,9 +5,12 @@
 //! callers knowing which one they have. Its errors say what the caller can do about them
 //! ([`StoreError::Unavailable`]: try again later) and never name a driver type.
 //!
+//! - [`desk`]: the pairing requests as a client makes them, each counted against the client's
+//!   limits in the same step as the store work ([`PairingDesk`]).
 //! - [`sqlite`]: embedded SQLite (read pool, one writer thread, migrations from `sql/`).
 //! - [`dropsilk`]: DropSilk's durable rooms (the dropsilk dialect) and what each change does.
 
+pub mod desk;
 pub mod dropsilk;
 pub mod sqlite;
 
@@ -19,6 +22,7 @@ use futures_util::future::BoxFuture;
 
 use crate::ids::{DeviceId, JoinCode, RoomId};
 
+pub use desk::{Desk, Guard, Guarded, LocalDesk, PairingDesk};
 pub use sqlite::SqliteStore;
 
 /// The store every part of the server shares.

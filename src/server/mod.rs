@@ -16,8 +16,9 @@ use tokio_util::task::TaskTracker;
 use crate::api;
 use crate::cluster::Cluster;
 use crate::cluster::limits::{SharedGuesses, SharedRate};
+use crate::cluster::store::RedisDesk;
 use crate::config::Config;
-use crate::db::{SqliteStore, Store, StoreError};
+use crate::db::{Desk, LocalDesk, SqliteStore, Store, StoreError};
 use crate::limits::Limiters;
 use crate::limits::rate::Rate;
 use crate::signaling::rooms::{Delivery, LocalDelivery, LocalRooms, ResumeLimits, RoomDirectory};
@@ -53,6 +54,9 @@ pub enum StartError {
 /// The backends a server runs on: one node's own, or a cluster's shared ones.
 struct Backends {
     store: Option<Store>,
+    /// A desk that counts the limits in the store's own step (cluster mode); otherwise the
+    /// store and the limiters are composed into one once the limiters are built.
+    desk: Option<Desk>,
     rooms: Arc<dyn RoomDirectory>,
     delivery: Arc<dyn Delivery>,
     cluster: Option<ClusterInfo>,
@@ -99,6 +103,7 @@ impl Server {
         let mut sqlite = None;
         let Backends {
             store,
+            desk,
             rooms,
             delivery,
             cluster,
@@ -115,12 +120,9 @@ impl Server {
                 .await
                 .map_err(StartError::Redis)?;
                 let l = &config.limits;
+                let rest = Rate::per_minute(l.rest_rate_per_min, l.rest_burst);
                 limits = limits.with_shared(
-                    Arc::new(SharedRate::new(
-                        cluster.redis.clone(),
-                        "rest",
-                        Rate::per_minute(l.rest_rate_per_min, l.rest_burst),
-                    )),
+                    Arc::new(SharedRate::new(cluster.redis.clone(), "rest", rest)),
                     Arc::new(SharedRate::new(
                         cluster.redis.clone(),
                         "upgrades",
@@ -135,8 +137,10 @@ impl Server {
                     rooms: cluster.rooms.clone(),
                 };
                 background.push(cluster.stopped);
+                let desk = RedisDesk::new(cluster.redis.clone(), rest, config.guess_policy());
                 Backends {
                     store: Some(Arc::new(cluster.store) as Store),
+                    desk: Some(Arc::new(desk) as Desk),
                     rooms: Arc::new(cluster.rooms.clone()),
                     delivery: Arc::new(cluster.rooms),
                     cluster: Some(info),
@@ -158,6 +162,7 @@ impl Server {
                     Arc::new(LocalRooms::new(delivery.clone(), metrics.clone(), resume));
                 Backends {
                     store: sqlite.clone().map(|s| Arc::new(s) as Store),
+                    desk: None,
                     rooms,
                     delivery,
                     cluster: None,
@@ -196,7 +201,12 @@ impl Server {
             shutdown: shutdown.clone(),
             connections: TaskTracker::new(),
         };
-        let state = AppState::new(config, store, signaling, limits, cluster);
+        let pairing = store.map(|store| {
+            let desk =
+                desk.unwrap_or_else(|| Arc::new(LocalDesk::new(store.clone(), limits.clone())));
+            (store, desk)
+        });
+        let state = AppState::new(config, pairing, signaling, limits, cluster);
         let routes = api::routes(state.clone());
         let dialects = crate::dialects::start(&state, &listening).await?;
         let http = tokio::spawn(listener::serve(

@@ -1,13 +1,15 @@
--- Accepts a live code for a device: the first accept creates the room, later devices join it
--- while it has room, a repeat by a member answers the same room.
--- ARGV: joinid, device, now_ms, new_roomid
--- Returns {"notfound"} | {"conflict"} | {"room", roomid, created_at_ms_if_this_created_it_or_""}.
-local joinid, device, now, new_room = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+-- Accepts a live code for a device (after guard_prelude.lua): the first accept creates the room,
+-- later devices join it while it has room, a repeat by a member answers the same room. No live
+-- code is a failed guess.
+-- A: joinid, device, new_roomid
+-- Returns {"notfound", lockout_ms} | {"conflict"} |
+--   {"room", roomid, created_at_ms_if_this_created_it_or_""}.
+local joinid, device, new_room = A[1], A[2], A[3]
 local key = 'sp:code:' .. joinid
 local c = redis.call('HMGET', key, 'client1', 'exp', 'created_at', 'capacity', 'client2', 'roomid')
 local client1, exp, created_at, capacity, client2, roomid = c[1], c[2], c[3], c[4], c[5], c[6]
 if not client1 or not exp or tonumber(exp) <= now then
-  return {'notfound'}
+  return {'notfound', guessed_wrong()}
 end
 if client1 == device then
   return {'conflict'}
@@ -27,7 +29,7 @@ if not roomid then
 end
 local room = 'sp:room:' .. roomid
 if redis.call('EXISTS', room) == 0 then
-  return {'notfound'}
+  return {'notfound', guessed_wrong()}
 end
 local members = redis.call('LRANGE', room .. ':members', 0, -1)
 for _, member in ipairs(members) do

@@ -1,18 +1,19 @@
--- Creates a pending join code, atomically: the creator's client holds at most max_pending live
--- codes (0: no cap), and a code is only handed out if no live code has it.
--- ARGV: now_ms, exp_ms, client1, client_key, capacity, max_pending, explicit (1|0), candidates...
--- Returns {"ok", code} | {"conflict"} | {"exhausted"} | {"too_many", next_expiry_ms}.
-local now, exp = tonumber(ARGV[1]), tonumber(ARGV[2])
-local client1, client_key = ARGV[3], ARGV[4]
-local capacity, max_pending, explicit = ARGV[5], tonumber(ARGV[6]), ARGV[7] == '1'
+-- Creates a pending join code, atomically (after guard_prelude.lua): the creator's client holds
+-- at most max_pending live codes (0: no cap), and a code is only handed out if no live code has
+-- it; a chosen code that is live is a failed guess.
+-- A: exp_ms, client1, client_key, capacity, max_pending, explicit (1|0), candidates...
+-- Returns {"ok", code} | {"conflict", lockout_ms} | {"exhausted"} | {"too_many", next_expiry_ms}.
+local exp = tonumber(A[1])
+local client1, client_key = A[2], A[3]
+local capacity, max_pending, explicit = A[4], tonumber(A[5]), A[6] == '1'
 local mine = 'sp:client:' .. client_key
 redis.call('ZREMRANGEBYSCORE', mine, '-inf', now)
 if max_pending > 0 and redis.call('ZCARD', mine) >= max_pending then
   local first = redis.call('ZRANGE', mine, 0, 0, 'WITHSCORES')
   return {'too_many', first[2]}
 end
-for i = 8, #ARGV do
-  local code = ARGV[i]
+for i = 7, #A do
+  local code = A[i]
   local key = 'sp:code:' .. code
   -- An expired code is gone already (native expiry), or about to be: treat it as free.
   local live = redis.call('HGET', key, 'exp')
@@ -32,7 +33,7 @@ for i = 8, #ARGV do
     return {'ok', code}
   end
   if explicit then
-    return {'conflict'}
+    return {'conflict', guessed_wrong()}
   end
 end
 return {'exhausted'}
