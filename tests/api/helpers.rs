@@ -379,3 +379,59 @@ pub fn start_binary(env: &[(&str, &str)]) -> (std::process::Child, String) {
     let addr = line.split("listening on ").nth(1).unwrap_or_default();
     (child, addr.trim().to_owned())
 }
+
+/// Where a test server keeps its pairings, rooms and limits: the same cases run against each,
+/// so "a cluster node answers as a single node does" is checked, not hoped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite, one node, limits in the process.
+    Sqlite,
+    /// A private `redis-server` (cluster mode, one node): store, rooms and limits in Redis.
+    Redis,
+}
+
+impl Backend {
+    /// Every backend this machine can run (Redis is skipped, with a printed reason, without
+    /// `redis-server`, and fails the test when `SIGNALPOST_REQUIRE_ALL=1`).
+    pub fn available() -> Vec<Backend> {
+        let mut backends = vec![Backend::Sqlite];
+        if crate::external::require_program("redis-server") {
+            backends.push(Backend::Redis);
+        }
+        backends
+    }
+}
+
+/// A test server on a backend, and the private Redis it uses (stopped when this is dropped).
+pub struct BackendApp {
+    app: TestApp,
+    _redis: Option<crate::cluster::PrivateRedis>,
+}
+
+impl std::ops::Deref for BackendApp {
+    type Target = TestApp;
+
+    fn deref(&self) -> &TestApp {
+        &self.app
+    }
+}
+
+/// Starts a server on `backend` after `adjust` has changed the test configuration.
+pub async fn spawn_on(backend: Backend, adjust: impl FnOnce(&mut Config)) -> BackendApp {
+    // Test output is shown for failures only: this says which backend failed.
+    eprintln!("backend: {backend:?}");
+    match backend {
+        Backend::Sqlite => BackendApp {
+            app: spawn_app_with(adjust).await,
+            _redis: None,
+        },
+        Backend::Redis => {
+            let redis = crate::cluster::PrivateRedis::start().expect("redis-server is installed");
+            let app = crate::cluster::node(&redis, "n0", adjust).await;
+            BackendApp {
+                app,
+                _redis: Some(redis),
+            }
+        }
+    }
+}
