@@ -14,8 +14,8 @@
 //!   keys, so N nodes do not multiply an attacker's budget.
 //!
 //! [`Redis`] is the connection every part shares: a command connection and a subscription
-//! connection (RESP3 pushes, resubscribed automatically after a reconnect), both re-established
-//! by themselves, every call bounded by [`COMMAND_TIMEOUT`] so that an unreachable Redis makes
+//! connection (RESP3 pushes; the room directory subscribes its channels again after a
+//! reconnect), both re-established by themselves, every call bounded by [`COMMAND_TIMEOUT`] so that an unreachable Redis makes
 //! requests fail fast (503) instead of hanging. Nodes announce themselves with a heartbeat key
 //! that expires after `NODE_TTL_SECS`; a node that stops renewing it is reaped by the others.
 //!
@@ -93,9 +93,10 @@ impl Redis {
         let subscriptions = tokio::time::timeout(
             COMMAND_TIMEOUT * 2,
             client.get_connection_manager_with_config(
-                config()
-                    .set_push_sender(pushes)
-                    .set_automatic_resubscription(),
+                // No automatic resubscription: the client would keep a second copy of every
+                // channel's name; the room directory knows its channels and subscribes them
+                // again after a reconnect (`ClusterRooms`'s resync).
+                config().set_push_sender(pushes),
             ),
         )
         .await
@@ -148,8 +149,12 @@ impl Redis {
         self.bounded(invocation.invoke_async::<T>(&mut conn)).await
     }
 
-    /// Subscribes to a channel; returns once Redis confirmed it.
-    pub async fn subscribe(&self, channel: &str) -> Result<(), RedisError> {
+    /// Subscribes to a channel, or to several at once (a list); returns once Redis confirmed
+    /// it.
+    pub async fn subscribe(
+        &self,
+        channel: impl redis::ToRedisArgs + Send + Sync,
+    ) -> Result<(), RedisError> {
         let mut conn = self.subscriptions.clone();
         tokio::time::timeout(COMMAND_TIMEOUT, conn.subscribe(channel))
             .await

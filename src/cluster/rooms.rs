@@ -57,6 +57,10 @@ const NO_SENDER: SessionId = SessionId(0);
 /// Most messages published to other nodes in one round trip.
 const PUBLISH_BATCH: usize = 256;
 
+/// Channels asked for in one `SUBSCRIBE` when a node subscribes its rooms' channels again
+/// after a reconnect: a node with many rooms takes few round trips, none of them long.
+const RESUBSCRIBE_BATCH: usize = 1_000;
+
 /// How long a stopping node keeps publishing what is already queued for other nodes.
 const DRAIN_WAIT: Duration = Duration::from_secs(2);
 
@@ -251,16 +255,26 @@ struct Replica {
     v: u64,
     options: RoomOptions,
     members: Vec<Member>,
-    /// Changes that came ahead of one still missing, by version. Boxed: a map node holds
-    /// eleven entries, and many rooms may wait on a change at once (a burst of joins).
+    /// Changes that came ahead of one still missing. Boxed: most replicas never wait for one,
+    /// and every replica would carry the map and the instant otherwise.
+    gap: Option<Box<Gap>>,
+}
+
+/// Changes that came ahead of one still missing.
+#[derive(Debug, Clone)]
+struct Gap {
+    /// By version. Boxed: a map node holds eleven entries, and many rooms may wait on a change
+    /// at once (a burst of joins).
     pending: BTreeMap<u64, Box<RoomState>>,
     /// Since when a change has been missing.
-    waiting_since: Option<Instant>,
+    since: Instant,
 }
 
 #[derive(Default)]
 struct State {
-    replicas: HashMap<RoomKey, Replica>,
+    /// Boxed: the map's table has room to grow (up to twice the entries it holds), and empty
+    /// slots then cost a pointer each, not a whole replica.
+    replicas: HashMap<RoomKey, Box<Replica>>,
     /// The rooms each local session is in, and as whom.
     sessions: SessionRooms,
     /// The device each local session last joined with.
@@ -523,6 +537,30 @@ impl Inner {
         Ok(())
     }
 
+    /// Subscribes again, after the subscription connection was lost, to [`ALL`] and to every
+    /// channel this node was subscribed to or has a replica for, [`RESUBSCRIBE_BATCH`] a round
+    /// trip. A channel stays listed until it is confirmed, so a failed attempt is repeated whole.
+    async fn resubscribe(&self) -> Result<(), RedisError> {
+        let _serial = self.subscriptions.lock().await;
+        let channels: Vec<String> = {
+            let state = self.state.lock().unwrap();
+            let keys: HashSet<&RoomKey> = state
+                .subscribed
+                .iter()
+                .chain(state.replicas.keys())
+                .collect();
+            keys.into_iter().map(channel).collect()
+        };
+        self.redis.subscribe(ALL).await?;
+        for batch in channels.chunks(RESUBSCRIBE_BATCH) {
+            self.redis.subscribe(batch).await?;
+        }
+        let mut state = self.state.lock().unwrap();
+        let s = &mut *state;
+        s.subscribed.extend(s.replicas.keys().cloned());
+        Ok(())
+    }
+
     /// Unsubscribes from `key`'s channel unless a member or a join in flight needs it.
     async fn unsubscribe_if_unused(&self, key: &RoomKey) {
         let _serial = self.subscriptions.lock().await;
@@ -585,17 +623,25 @@ impl Inner {
             return;
         }
         if state.v > replica.v + 1 {
-            replica.waiting_since.get_or_insert_with(Instant::now);
-            replica.pending.insert(state.v, Box::new(state));
+            let gap = replica.gap.get_or_insert_with(|| {
+                Box::new(Gap {
+                    pending: BTreeMap::new(),
+                    since: Instant::now(),
+                })
+            });
+            gap.pending.insert(state.v, Box::new(state));
             return;
         }
         self.apply_now(s, &key, state);
         // What was waiting for this one may follow now.
         while let Some(replica) = s.replicas.get_mut(&key) {
             let next = replica.v + 1;
-            let Some(state) = replica.pending.remove(&next) else {
-                if replica.pending.is_empty() {
-                    replica.waiting_since = None;
+            let Some(gap) = replica.gap.as_mut() else {
+                break;
+            };
+            let Some(state) = gap.pending.remove(&next) else {
+                if gap.pending.is_empty() {
+                    replica.gap = None;
                 }
                 break;
             };
@@ -609,7 +655,7 @@ impl Inner {
         // Exactly as many as there are: the replica keeps this vector while the room lives.
         let mut members = Vec::with_capacity(state.members.as_ref().map_or(0, Vec::len));
         members.extend(state.members.iter().flatten().map(member_of));
-        share_infos(&mut members, s.replicas.get(key));
+        share_infos(&mut members, s.replicas.get(key).map(|r| &**r));
         let local = |m: &Member| m.session.filter(|id| id.node() == self.node);
         let full_view = || {
             options
@@ -792,12 +838,13 @@ impl Inner {
         }
         let has_local = members.iter().any(|m| local(m).is_some());
         if has_local {
-            let replica = s.replicas.entry(key.clone()).or_insert_with(|| Replica {
-                v: 0,
-                options,
-                members: Vec::new(),
-                pending: BTreeMap::new(),
-                waiting_since: None,
+            let replica = s.replicas.entry(key.clone()).or_insert_with(|| {
+                Box::new(Replica {
+                    v: 0,
+                    options,
+                    members: Vec::new(),
+                    gap: None,
+                })
             });
             replica.v = state.v;
             replica.options = options;
@@ -1092,15 +1139,14 @@ impl Inner {
             .redis
             .query(redis::cmd("SMEMBERS").arg(format!("sp:node:{}:m", self.node)))
             .await?;
-        let (live, rooms): (HashSet<String>, Vec<RoomKey>) = {
+        let live: HashSet<String> = {
             let state = self.state.lock().unwrap();
-            let live = state
+            state
                 .sessions
                 .values()
                 .flatten()
                 .map(|(key, peer)| format!("{}\n{peer}", key.as_str()))
-                .collect();
-            (live, state.replicas.keys().cloned().collect())
+                .collect()
         };
         let gone: Vec<String> = registered
             .into_iter()
@@ -1127,10 +1173,7 @@ impl Inner {
                 })
                 .collect()
         };
-        for key in &rooms {
-            self.state.lock().unwrap().subscribed.remove(key);
-            self.subscribe(key).await?;
-        }
+        self.resubscribe().await?;
         for (key, member, device, options) in members {
             let Some(session) = member.session else {
                 continue;
@@ -1386,7 +1429,11 @@ async fn janitor(inner: Arc<Inner>, shutdown: CancellationToken) {
             state
                 .replicas
                 .iter()
-                .filter(|(_, r)| r.waiting_since.is_some_and(|t| t.elapsed() >= GAP_WAIT))
+                .filter(|(_, r)| {
+                    r.gap
+                        .as_ref()
+                        .is_some_and(|g| g.since.elapsed() >= GAP_WAIT)
+                })
                 .map(|(k, _)| k.clone())
                 .collect()
         };
@@ -1399,10 +1446,9 @@ async fn janitor(inner: Arc<Inner>, shutdown: CancellationToken) {
             {
                 let pending = {
                     let mut state = inner.state.lock().unwrap();
-                    state.replicas.get_mut(&key).map(|r| {
+                    state.replicas.get_mut(&key).and_then(|r| {
                         r.v = fresh.v.saturating_sub(1);
-                        r.waiting_since = None;
-                        std::mem::take(&mut r.pending)
+                        r.gap.take().map(|g| g.pending)
                     })
                 };
                 inner.apply(fresh.clone());

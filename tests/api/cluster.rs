@@ -483,6 +483,17 @@ async fn with_redis_down_rest_answers_503_fast_local_relaying_goes_on_and_all_re
     b.expect("room_joined").await;
     b.expect("room_ready").await;
     a.expect("room_ready").await;
+    // A room that spans the nodes through the outage, and a device on node 1 in no room.
+    let mut e = n[0].connect_ws().await;
+    let mut f = n[1].connect_ws().await;
+    e.join("spanning").await;
+    e.expect("room_joined").await;
+    f.join("spanning").await;
+    f.expect("room_joined").await;
+    f.expect("room_ready").await;
+    e.expect("room_ready").await;
+    let roomid = n[0].pair("devP", "devQ").await;
+    let mut p = joined_as(&n[1], &roomid, "devP").await;
 
     redis.kill();
     let started = Instant::now();
@@ -526,6 +537,30 @@ async fn with_redis_down_rest_answers_503_fast_local_relaying_goes_on_and_all_re
             .await;
         assert_eq!(checked.json()["roomid"], *roomid);
     }
+    // The room that spanned the nodes relays across them again once each node has subscribed
+    // its channels again (what was sent before that is lost with the outage), ...
+    let deadline = Instant::now() + Duration::from_secs(20);
+    'across: for i in 0.. {
+        e.send_json(&json!({"type": "message", "data": i})).await;
+        while let Ok(m) = tokio::time::timeout(Duration::from_millis(300), f.recv()).await {
+            if m["type"] == "message" {
+                break 'across;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the spanning room never relays again"
+        );
+    }
+    // ... and what goes to every node arrives again: a purge on node 0 closes node 1's socket.
+    let purged = n[0]
+        .post_json("/api/user/purge", &json!({"deviceId": "devP"}))
+        .await;
+    assert_eq!(purged.json()["roomsDeleted"], 1);
+    assert!(
+        p.expect_close().await.is_some(),
+        "the purged device's socket on the other node is closed"
+    );
     // And the cluster works again across nodes: a member of the old room is still known, and
     // new rooms span nodes.
     let mut c = n[1].connect_ws().await;
