@@ -284,6 +284,10 @@ struct State {
     /// Joins and resumes in flight, by room: the janitor keeps these rooms' channels although
     /// they have no replica yet.
     joining: HashMap<RoomKey, usize>,
+    /// Changes of a room this node has no replica of yet that came ahead of a local join's own
+    /// answer (the channel and the command connection race): they follow that answer, so its
+    /// member hears that it joined before anything that happened after.
+    early: HashMap<RoomKey, Vec<RoomState>>,
     /// Frames for a member still on their way through the keep path: until they are through,
     /// later frames for it take the same path, so they cannot overtake them.
     keeping: HashMap<(RoomKey, PeerId), usize>,
@@ -297,12 +301,25 @@ struct Joining<'a> {
 
 impl Drop for Joining<'_> {
     fn drop(&mut self) {
-        let mut state = self.inner.state.lock().unwrap();
-        if let Some(n) = state.joining.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
-                state.joining.remove(&self.key);
+        let early = {
+            let mut state = self.inner.state.lock().unwrap();
+            let mut done = false;
+            if let Some(n) = state.joining.get_mut(&self.key) {
+                *n -= 1;
+                done = *n == 0;
             }
+            if done {
+                state.joining.remove(&self.key);
+                state.early.remove(&self.key)
+            } else {
+                None
+            }
+        };
+        // The last join in flight is through: what came ahead of it follows, in order.
+        let mut early = early.unwrap_or_default();
+        early.sort_by_key(|state| state.v);
+        for state in early {
+            self.inner.apply(state);
         }
     }
 }
@@ -604,6 +621,10 @@ impl Inner {
         let mut guard = self.state.lock().unwrap();
         let s = &mut *guard;
         let Some(replica) = s.replicas.get_mut(&key) else {
+            if s.joining.contains_key(&key) && self.ahead_of_own_join(s, &key, &state) {
+                s.early.entry(key).or_default().push(state);
+                return;
+            }
             // No replica: this node has no member there, unless the change brings one.
             let local = state
                 .members
@@ -647,6 +668,27 @@ impl Inner {
             };
             self.apply_now(s, &key, *state);
         }
+    }
+
+    /// Whether `state` names a local member that has not heard it joined (its own join's
+    /// answer is still on its way) and is not that join's own change.
+    fn ahead_of_own_join(&self, s: &State, key: &RoomKey, state: &RoomState) -> bool {
+        let changed = match &state.change {
+            Change::Joined { peer, .. }
+            | Change::Rejoined { peer, .. }
+            | Change::Reconnected { peer, .. } => Some(peer.as_str()),
+            _ => None,
+        };
+        state.members.iter().flatten().any(|m| {
+            let session = m.session.as_deref().and_then(|id| id.parse().ok());
+            m.node == self.node
+                && changed != Some(m.peer.as_str())
+                && session.is_some_and(|id| {
+                    !s.sessions
+                        .get(&SessionId(id))
+                        .is_some_and(|rooms| rooms.iter().any(|(r, _)| r == key))
+                })
+        })
     }
 
     /// Tells local sessions what a change means for them and updates the replica.

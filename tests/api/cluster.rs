@@ -357,6 +357,76 @@ async fn a_room_of_three_over_three_nodes_keeps_capacity_addressing_and_order() 
     }
 }
 
+/// A node in a process of its own (to be killed, or to race others for real), and its
+/// address.
+fn node_process(redis: &PrivateRedis, name: &str) -> (Child, String) {
+    let url = redis.url();
+    crate::helpers::start_binary(&[
+        ("REDIS_URL", url.as_str()),
+        ("NODE_ID", name),
+        ("NODE_TTL_SECS", "2"),
+        ("WS_UPGRADE_RATE_PER_MIN", "1000000"),
+        ("WS_MAX_CONNECTIONS_PER_CLIENT", "1000000"),
+    ])
+}
+
+/// A WebSocket client of the node at `addr`, past its `connected`.
+async fn client_of(addr: &str) -> WsClient {
+    let (stream, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .unwrap();
+    let mut client = WsClient {
+        stream,
+        client_id: String::new(),
+    };
+    client.client_id = client.expect("connected").await["clientId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    client
+}
+
+#[tokio::test]
+async fn concurrent_joins_over_three_nodes_each_hear_they_joined_before_anything_else() {
+    let Some(redis) = PrivateRedis::start() else {
+        return;
+    };
+    // Three processes, so the nodes really race: the answer to a node's join (on its command
+    // connection) and another node's join (on the room's channel) may come in either order,
+    // and whatever comes first, a member first hears that it joined.
+    let nodes: Vec<(Child, String)> = (0..3)
+        .map(|i| node_process(&redis, &format!("racer{i}")))
+        .collect();
+    for round in 0..30 {
+        let room = format!("race{round}");
+        let mut clients = Vec::new();
+        for i in 0..9 {
+            clients.push(client_of(&nodes[i % 3].1).await);
+        }
+        futures_util::future::join_all(clients.iter_mut().map(|c| c.join(&room))).await;
+        let mut joined = 0;
+        for (i, c) in clients.iter_mut().enumerate() {
+            let first = c.recv().await;
+            match first["type"].as_str() {
+                Some("room_joined") => {
+                    joined += 1;
+                    c.expect("room_ready").await;
+                }
+                Some("room_full") => {}
+                _ => panic!(
+                    "round {round}, client {i} on node {}: first heard {first}",
+                    i % 3
+                ),
+            }
+        }
+        assert_eq!(joined, 2, "round {round}");
+    }
+    for (mut child, _) in nodes {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
 #[tokio::test]
 async fn a_dropped_member_resumes_on_another_node_with_its_kept_messages() {
     let Some(redis) = PrivateRedis::start() else {
@@ -412,25 +482,9 @@ async fn a_killed_node_is_noticed_within_the_ttl_and_its_members_leave() {
     let Some(redis) = PrivateRedis::start() else {
         return;
     };
-    let url = redis.url();
-    let (mut child, addr) = crate::helpers::start_binary(&[
-        ("REDIS_URL", url.as_str()),
-        ("NODE_ID", "doomed"),
-        ("NODE_TTL_SECS", "2"),
-        ("WS_UPGRADE_RATE_PER_MIN", "1000000"),
-    ]);
+    let (mut child, addr) = node_process(&redis, "doomed");
     let survivor = node(&redis, "survivor", |_| {}).await;
-    let (stream, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
-        .await
-        .unwrap();
-    let mut doomed = WsClient {
-        stream,
-        client_id: String::new(),
-    };
-    doomed.client_id = doomed.expect("connected").await["clientId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let mut doomed = client_of(&addr).await;
     doomed.join("lifeboat").await;
     doomed.expect("room_joined").await;
     let mut peer = survivor.connect_ws().await;
