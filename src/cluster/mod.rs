@@ -286,8 +286,9 @@ struct Registry {
 }
 
 impl Registry {
-    /// Renews this node's heartbeat.
-    async fn beat(&self) -> Result<(), RedisError> {
+    /// Renews this node's heartbeat; true when the node was not in the node set (its first
+    /// beat, or the others took it for dead meanwhile).
+    async fn beat(&self) -> Result<bool, RedisError> {
         let mut set = redis::cmd("SET");
         set.arg(format!("sp:node:{}:alive", self.node))
             .arg(&self.name)
@@ -297,20 +298,40 @@ impl Registry {
         self.redis
             .query::<i64>(redis::cmd("SADD").arg("sp:nodes").arg(self.node))
             .await
-            .map(drop)
+            .map(|added| added == 1)
     }
 
     /// Beats every third of the TTL and reaps dead nodes, until shutdown; then leaves.
+    ///
+    /// A node reaps only once it has been in step with Redis for a whole TTL: after Redis was
+    /// away (restarted, or out of reach), every heartbeat may have expired meanwhile, and the
+    /// other nodes need a TTL to beat again before a missing heartbeat means a dead node. A
+    /// node that finds itself taken for dead all the same registers its members again.
     async fn run(self, shutdown: tokio_util::sync::CancellationToken) {
         let mut ticker = tokio::time::interval(self.ttl / 3);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut beating_since = Instant::now();
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
                 _ = shutdown.cancelled() => break,
             }
-            if let Err(e) = self.beat().await {
-                log::warn!("cluster: heartbeat failed: {e}");
+            match self.beat().await {
+                Err(e) => {
+                    log::warn!("cluster: heartbeat failed: {e}");
+                    beating_since = Instant::now();
+                    continue;
+                }
+                Ok(true) => {
+                    log::warn!(
+                        "cluster: this node was taken for dead; registering its members again"
+                    );
+                    self.rooms.reconcile();
+                }
+                Ok(false) => {}
+            }
+            let steady_since = self.rooms.settled_since().map(|s| s.max(beating_since));
+            if steady_since.is_none_or(|since| since.elapsed() < self.ttl) {
                 continue;
             }
             if let Err(e) = self.reap().await {

@@ -341,8 +341,12 @@ struct Inner {
     epoch: AtomicU64,
     detachments: AtomicU64,
     shutting_down: AtomicBool,
-    /// Set while Redis cannot be reached; cleared by the resync that follows.
+    /// Set while Redis cannot be reached, or this node's members may not be in Redis as it has
+    /// them (a change's answer did not come, the node was taken for dead); cleared by the
+    /// resync that follows.
     degraded: AtomicBool,
+    /// Since when the node has been in step with Redis: its start, or the last resync.
+    settled_since: Mutex<Instant>,
     /// Serializes subscribing and unsubscribing, so that the janitor's unsubscribe of a room
     /// it found unused cannot land after a join's subscribe to it.
     subscriptions: tokio::sync::Mutex<()>,
@@ -451,12 +455,29 @@ impl ClusterRooms {
             detachments: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
             degraded: AtomicBool::new(false),
+            settled_since: Mutex::new(Instant::now()),
             subscriptions: tokio::sync::Mutex::new(()),
         });
         let publisher = tokio::spawn(publish_all(inner.clone(), queue, shutdown.clone()));
         tokio::spawn(listen(inner.clone(), pushes, shutdown.clone()));
         tokio::spawn(janitor(inner.clone(), shutdown));
         Ok((Self { inner }, publisher))
+    }
+
+    /// Since when this node has been in step with Redis (its start, or its last recovery);
+    /// `None` while it is not.
+    pub fn settled_since(&self) -> Option<Instant> {
+        if self.inner.degraded.load(Ordering::Acquire) {
+            None
+        } else {
+            Some(*self.inner.settled_since.lock().unwrap())
+        }
+    }
+
+    /// Registers this node's members in Redis again as soon as Redis answers (the node was
+    /// taken for dead and its members taken out of their rooms).
+    pub fn reconcile(&self) {
+        self.inner.degraded.store(true, Ordering::Release);
     }
 
     /// Removes the members of a node that stopped renewing its heartbeat (called by the node
@@ -1457,6 +1478,7 @@ async fn janitor(inner: Arc<Inner>, shutdown: CancellationToken) {
             if inner.redis.ping().await.is_ok() {
                 match inner.resync().await {
                     Ok(()) => {
+                        *inner.settled_since.lock().unwrap() = Instant::now();
                         inner.degraded.store(false, Ordering::Release);
                         log::info!("cluster: Redis is back; members re-registered");
                     }

@@ -360,11 +360,17 @@ async fn a_room_of_three_over_three_nodes_keeps_capacity_addressing_and_order() 
 /// A node in a process of its own (to be killed, or to race others for real), and its
 /// address.
 fn node_process(redis: &PrivateRedis, name: &str) -> (Child, String) {
+    node_process_with_ttl(redis, name, 2)
+}
+
+/// [`node_process`] with a node TTL of `ttl` seconds.
+fn node_process_with_ttl(redis: &PrivateRedis, name: &str, ttl: u64) -> (Child, String) {
     let url = redis.url();
+    let ttl = ttl.to_string();
     crate::helpers::start_binary(&[
         ("REDIS_URL", url.as_str()),
         ("NODE_ID", name),
-        ("NODE_TTL_SECS", "2"),
+        ("NODE_TTL_SECS", ttl.as_str()),
         ("WS_UPGRADE_RATE_PER_MIN", "1000000"),
         ("WS_MAX_CONNECTIONS_PER_CLIENT", "1000000"),
     ])
@@ -643,6 +649,91 @@ async fn with_redis_down_rest_answers_503_fast_local_relaying_goes_on_and_all_re
         "Room is full (max 2 users)",
         "the members of node 0 were registered again"
     );
+}
+
+#[tokio::test]
+async fn redis_away_longer_than_the_node_ttl_costs_no_member_its_place() {
+    let Some(mut redis) = PrivateRedis::start() else {
+        return;
+    };
+    // Three node processes with a TTL of 6 s, started a second apart: they beat every 2 s, out
+    // of step, so that after Redis is back one node checks another's heartbeat before that
+    // one has beaten again.
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        nodes.push(node_process_with_ttl(&redis, &format!("steady{i}"), 6));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let addr = |i: usize| nodes[i].1.clone();
+    let mut pairs = Vec::new();
+    for (i, (x, y)) in [(0, 1), (1, 2), (2, 0), (1, 1)].into_iter().enumerate() {
+        let (mut a, mut b) = (client_of(&addr(x)).await, client_of(&addr(y)).await);
+        let room = format!("steady{i}");
+        a.join(&room).await;
+        a.expect("room_joined").await;
+        b.join(&room).await;
+        b.expect("room_joined").await;
+        b.expect("room_ready").await;
+        a.expect("room_ready").await;
+        pairs.push((room, a, b));
+    }
+
+    // Every heartbeat expires while Redis is away; when it is back, no node may take the
+    // others for dead before they had a TTL to beat again.
+    redis.kill();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    redis.restart();
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for i in 0..3 {
+        let health = format!("http://{}/health", addr(i));
+        while http
+            .get(&health)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .ok()
+            != Some(200)
+        {
+            assert!(Instant::now() < deadline, "node {i} never healthy again");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // Two heartbeats and then some: long enough for a wrongful reap to happen and be told.
+    let quiet_until = Instant::now() + Duration::from_secs(5);
+    for (room, a, b) in &mut pairs {
+        'relayed: loop {
+            a.send_json(&json!({"type": "message", "data": room.as_str()}))
+                .await;
+            if let Ok(m) = tokio::time::timeout(Duration::from_millis(300), b.recv()).await {
+                assert_eq!(m["type"], "message", "{room}: {m}");
+                break 'relayed;
+            }
+            assert!(Instant::now() < deadline, "{room} never relays again");
+        }
+    }
+    for (room, a, b) in &mut pairs {
+        for member in [a, b] {
+            while let Some(left) = quiet_until.checked_duration_since(Instant::now()) {
+                match tokio::time::timeout(left, member.recv()).await {
+                    Ok(m) => assert_eq!(m["type"], "message", "{room}: a member was told {m}"),
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+    for (room, a, b) in &mut pairs {
+        let mut late = client_of(&addr(2)).await;
+        late.join(room).await;
+        assert_eq!(late.expect("room_full").await["roomId"], room.as_str());
+        b.send_json(&json!({"type": "message", "data": "still here"}))
+            .await;
+        assert_eq!(a.expect("message").await["data"], "still here");
+    }
+    for (mut child, _) in nodes {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }
 
 async fn joined_as(app: &TestApp, room: &str, device: &str) -> WsClient {
