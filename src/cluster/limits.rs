@@ -35,6 +35,11 @@ const STALE_RESERVATION: Duration = Duration::from_secs(30);
 /// Retry-After for a guess refused because Redis could not count it.
 const UNCOUNTED_RETRY: Duration = Duration::from_secs(5);
 
+/// How long a rate check may wait for Redis before the request goes ahead uncounted (rates
+/// fail open): a request that then needs the store still answers within its bound when Redis
+/// does not answer, and `/health` within a second.
+const RATE_TIMEOUT: Duration = Duration::from_millis(250);
+
 fn now_ms() -> String {
     crate::db::now_millis().to_string()
 }
@@ -94,7 +99,7 @@ impl RateLimiter for SharedRate {
             let now = now_ms();
             match self
                 .redis
-                .script::<u64>(&RATE, &[&bucket], &[&now, &capacity, &per_ms])
+                .script_within::<u64>(RATE_TIMEOUT, &RATE, &[&bucket], &[&now, &capacity, &per_ms])
                 .await
             {
                 Ok(0) => Ok(()),

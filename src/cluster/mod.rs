@@ -42,6 +42,12 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_millis(1500);
 /// How long connecting may take before a call gives up (reconnection goes on in the background).
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
 
+/// Once a call found Redis unreachable, other calls fail at once instead of each waiting out
+/// [`COMMAND_TIMEOUT`] in turn (a request that needs two round trips would take twice as long,
+/// beyond the 2 s a REST answer may take); one call an interval this long still tries, and the
+/// first that gets through ends it.
+const RETRY_INTERVAL: Duration = Duration::from_millis(200);
+
 /// Why a Redis call failed, as callers see it: Redis could not be reached or did not answer in
 /// time, or answered something unreadable.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -54,6 +60,50 @@ pub struct Redis {
     commands: ConnectionManager,
     subscriptions: ConnectionManager,
     metrics: Arc<Metrics>,
+    reach: Arc<Reach>,
+}
+
+/// Whether Redis answered lately (see [`RETRY_INTERVAL`]).
+#[derive(Default)]
+struct Reach {
+    /// Milliseconds since `epoch` before which calls fail at once; 0 while Redis answers.
+    refuse_until: std::sync::atomic::AtomicU64,
+    /// What `refuse_until` counts from.
+    epoch: std::sync::OnceLock<Instant>,
+}
+
+impl Reach {
+    fn now_ms(&self) -> u64 {
+        self.epoch.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+    }
+
+    /// Whether a call may go to Redis now: always while it answers; while it does not, one
+    /// call a [`RETRY_INTERVAL`].
+    fn may_try(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let until = self.refuse_until.load(Ordering::Acquire);
+        if until == 0 {
+            return true;
+        }
+        let now = self.now_ms();
+        let next = now + RETRY_INTERVAL.as_millis() as u64;
+        now >= until
+            && self
+                .refuse_until
+                .compare_exchange(until, next, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+    }
+
+    fn answered(&self) {
+        self.refuse_until
+            .store(0, std::sync::atomic::Ordering::Release);
+    }
+
+    fn unreachable(&self) {
+        let next = self.now_ms() + RETRY_INTERVAL.as_millis() as u64;
+        self.refuse_until
+            .fetch_max(next, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 impl Redis {
@@ -106,6 +156,7 @@ impl Redis {
             commands,
             subscriptions,
             metrics,
+            reach: Arc::default(),
         })
     }
 
@@ -120,20 +171,65 @@ impl Redis {
         &self,
         call: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, RedisError> {
+        self.bounded_by(COMMAND_TIMEOUT, call).await
+    }
+
+    /// Awaits one round trip for at most `limit`; fails at once while Redis is known to be
+    /// unreachable (see [`RETRY_INTERVAL`]).
+    async fn bounded_by<T>(
+        &self,
+        limit: Duration,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, RedisError> {
+        if !self.reach.may_try() {
+            self.metrics.redis_call(Duration::ZERO, false);
+            return Err(RedisError("unreachable".into()));
+        }
         let started = Instant::now();
-        let result = tokio::time::timeout(COMMAND_TIMEOUT, call).await;
+        let result = tokio::time::timeout(limit, call).await;
         self.metrics
             .redis_call(started.elapsed(), result.as_ref().is_ok_and(|r| r.is_ok()));
         match result {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(RedisError(e.to_string())),
-            Err(_) => Err(RedisError("no answer in time".into())),
+            Ok(Ok(value)) => {
+                self.reach.answered();
+                Ok(value)
+            }
+            Ok(Err(e)) => {
+                if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
+                    self.reach.unreachable();
+                } else {
+                    // Redis answered, if only with an error.
+                    self.reach.answered();
+                }
+                Err(RedisError(e.to_string()))
+            }
+            Err(_) => {
+                // A call given less than the full time (one that may fail softly) is no sign
+                // that Redis is gone.
+                if limit >= COMMAND_TIMEOUT {
+                    self.reach.unreachable();
+                }
+                Err(RedisError("no answer in time".into()))
+            }
         }
     }
 
     /// Runs a Lua script (by its digest, loading it when Redis does not know it yet).
     pub async fn script<T: FromRedisValue>(
         &self,
+        script: &redis::Script,
+        keys: &[&str],
+        args: &[&str],
+    ) -> Result<T, RedisError> {
+        self.script_within(COMMAND_TIMEOUT, script, keys, args)
+            .await
+    }
+
+    /// [`Redis::script`] given at most `limit`, for a call whose caller does without its answer
+    /// (a rate limit that fails open).
+    pub async fn script_within<T: FromRedisValue>(
+        &self,
+        limit: Duration,
         script: &redis::Script,
         keys: &[&str],
         args: &[&str],
@@ -146,7 +242,8 @@ impl Redis {
             invocation.arg(*arg);
         }
         let mut conn = self.commands.clone();
-        self.bounded(invocation.invoke_async::<T>(&mut conn)).await
+        self.bounded_by(limit, invocation.invoke_async::<T>(&mut conn))
+            .await
     }
 
     /// Subscribes to a channel, or to several at once (a list); returns once Redis confirmed
@@ -156,19 +253,13 @@ impl Redis {
         channel: impl redis::ToRedisArgs + Send + Sync,
     ) -> Result<(), RedisError> {
         let mut conn = self.subscriptions.clone();
-        tokio::time::timeout(COMMAND_TIMEOUT, conn.subscribe(channel))
-            .await
-            .map_err(|_| RedisError("subscribe: no answer in time".into()))?
-            .map_err(|e| RedisError(e.to_string()))
+        self.bounded(conn.subscribe(channel)).await
     }
 
     /// Unsubscribes from a channel.
     pub async fn unsubscribe(&self, channel: &str) -> Result<(), RedisError> {
         let mut conn = self.subscriptions.clone();
-        tokio::time::timeout(COMMAND_TIMEOUT, conn.unsubscribe(channel))
-            .await
-            .map_err(|_| RedisError("unsubscribe: no answer in time".into()))?
-            .map_err(|e| RedisError(e.to_string()))
+        self.bounded(conn.unsubscribe(channel)).await
     }
 
     /// Publishes a message on a channel.

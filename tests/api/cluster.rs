@@ -82,6 +82,23 @@ impl PrivateRedis {
         self.spawn();
     }
 
+    /// SIGSTOP: Redis keeps its connections open and answers nothing, the hardest outage to
+    /// notice (every call waits out its timeout).
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`PrivateRedis::freeze`].
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let status = Command::new("kill").args([signal, &pid]).status().unwrap();
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
     /// The directory it keeps its files in.
     #[allow(dead_code)]
     pub fn dir(&self) -> PathBuf {
@@ -734,6 +751,71 @@ async fn redis_away_longer_than_the_node_ttl_costs_no_member_its_place() {
         let _ = child.kill();
         let _ = child.wait();
     }
+}
+
+#[tokio::test]
+async fn with_redis_frozen_every_rest_answer_comes_within_two_seconds() {
+    let Some(redis) = PrivateRedis::start() else {
+        return;
+    };
+    let n = nodes(&redis, 2).await;
+    let code = n[0].create_code("frozen-a").await;
+    let roomid = n[1].pair("frozen-b", "frozen-c").await;
+
+    // Frozen, Redis answers nothing: every call waits out its timeout, and a request that
+    // needs several calls must not wait for each in turn.
+    redis.freeze();
+    let create = json!({"client1": "x", "expiresInSeconds": 60});
+    let accept = json!({"joinid": code, "client2": "y"});
+    let check = json!({"joinid": code, "client1": "frozen-a"});
+    let purge = json!({"deviceId": "frozen-b"});
+    let requests = [
+        ("POST", "/api/rooms", Some(&create), 503),
+        ("POST", "/api/rooms/accept", Some(&accept), 503),
+        ("POST", "/api/rooms/check", Some(&check), 503),
+        ("GET", &*format!("/api/rooms?roomid={roomid}"), None, 503),
+        ("DELETE", &*format!("/api/rooms?roomid={roomid}"), None, 503),
+        ("POST", "/api/user/purge", Some(&purge), 503),
+        ("GET", "/health", None, 503),
+    ];
+    for round in 0..2 {
+        for (method, path, body, status) in &requests {
+            for node in &n {
+                let mut request = node.request(method, path);
+                if let Some(body) = body {
+                    request = request
+                        .header("content-type", "application/json")
+                        .body(body.to_string());
+                }
+                let started = Instant::now();
+                let reply = node.send(request).await;
+                let took = started.elapsed();
+                assert_eq!(reply.status, *status, "{method} {path}: {}", reply.body);
+                if *status == 503 && *path != "/health" {
+                    assert_eq!(reply.error(), "store_unavailable", "{method} {path}");
+                }
+                assert!(
+                    took < Duration::from_secs(2),
+                    "round {round}: {method} {path} took {took:?}"
+                );
+            }
+        }
+    }
+    let started = Instant::now();
+    assert_eq!(n[0].get("/stats").await.status, 200);
+    assert!(started.elapsed() < Duration::from_secs(2), "/stats");
+
+    redis.thaw();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while n[0].get("/health").await.status != 200 || n[1].get("/health").await.status != 200 {
+        assert!(Instant::now() < deadline, "never healthy again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The accept answered 503 may still have been carried out when Redis woke (it had been
+    // sent): what was not answered is not known either way.
+    let checked = n[1].post_json("/api/rooms/check", &check).await;
+    assert!([200, 204].contains(&checked.status), "{}", checked.body);
+    assert_eq!(n[0].post_json("/api/rooms", &create).await.status, 201);
 }
 
 async fn joined_as(app: &TestApp, room: &str, device: &str) -> WsClient {
