@@ -374,23 +374,44 @@ async fn a_room_of_three_over_three_nodes_keeps_capacity_addressing_and_order() 
     }
 }
 
-/// A node in a process of its own (to be killed, or to race others for real), and its
-/// address.
-fn node_process(redis: &PrivateRedis, name: &str) -> (Child, String) {
+/// A node in a process of its own (to be killed, or to race others for real); killed when
+/// dropped, so a failing test leaves none behind.
+pub struct NodeProcess {
+    child: Child,
+    /// Where it listens.
+    pub addr: String,
+}
+
+impl NodeProcess {
+    /// SIGKILL: the node dies without a word to the others.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn node_process(redis: &PrivateRedis, name: &str) -> NodeProcess {
     node_process_with_ttl(redis, name, 2)
 }
 
 /// [`node_process`] with a node TTL of `ttl` seconds.
-fn node_process_with_ttl(redis: &PrivateRedis, name: &str, ttl: u64) -> (Child, String) {
+fn node_process_with_ttl(redis: &PrivateRedis, name: &str, ttl: u64) -> NodeProcess {
     let url = redis.url();
     let ttl = ttl.to_string();
-    crate::helpers::start_binary(&[
+    let (child, addr) = crate::helpers::start_binary(&[
         ("REDIS_URL", url.as_str()),
         ("NODE_ID", name),
         ("NODE_TTL_SECS", ttl.as_str()),
         ("WS_UPGRADE_RATE_PER_MIN", "1000000"),
         ("WS_MAX_CONNECTIONS_PER_CLIENT", "1000000"),
-    ])
+    ]);
+    NodeProcess { child, addr }
 }
 
 /// A WebSocket client of the node at `addr`, past its `connected`.
@@ -417,14 +438,14 @@ async fn concurrent_joins_over_three_nodes_each_hear_they_joined_before_anything
     // Three processes, so the nodes really race: the answer to a node's join (on its command
     // connection) and another node's join (on the room's channel) may come in either order,
     // and whatever comes first, a member first hears that it joined.
-    let nodes: Vec<(Child, String)> = (0..3)
+    let nodes: Vec<NodeProcess> = (0..3)
         .map(|i| node_process(&redis, &format!("racer{i}")))
         .collect();
     for round in 0..30 {
         let room = format!("race{round}");
         let mut clients = Vec::new();
         for i in 0..9 {
-            clients.push(client_of(&nodes[i % 3].1).await);
+            clients.push(client_of(&nodes[i % 3].addr).await);
         }
         futures_util::future::join_all(clients.iter_mut().map(|c| c.join(&room))).await;
         let mut joined = 0;
@@ -443,10 +464,6 @@ async fn concurrent_joins_over_three_nodes_each_hear_they_joined_before_anything
             }
         }
         assert_eq!(joined, 2, "round {round}");
-    }
-    for (mut child, _) in nodes {
-        let _ = child.kill();
-        let _ = child.wait();
     }
 }
 
@@ -505,9 +522,9 @@ async fn a_killed_node_is_noticed_within_the_ttl_and_its_members_leave() {
     let Some(redis) = PrivateRedis::start() else {
         return;
     };
-    let (mut child, addr) = node_process(&redis, "doomed");
+    let mut doomed_node = node_process(&redis, "doomed");
     let survivor = node(&redis, "survivor", |_| {}).await;
-    let mut doomed = client_of(&addr).await;
+    let mut doomed = client_of(&doomed_node.addr).await;
     doomed.join("lifeboat").await;
     doomed.expect("room_joined").await;
     let mut peer = survivor.connect_ws().await;
@@ -515,8 +532,7 @@ async fn a_killed_node_is_noticed_within_the_ttl_and_its_members_leave() {
     peer.expect("room_joined").await;
     peer.expect("room_ready").await;
     let killed = Instant::now();
-    child.kill().unwrap();
-    let _ = child.wait();
+    doomed_node.kill();
     let gone = peer.expect("peer_disconnected").await;
     assert_eq!(gone["peerId"], doomed.client_id.as_str());
     // The TTL plus one beat of the reaper, with room for a loaded machine.
@@ -681,7 +697,7 @@ async fn redis_away_longer_than_the_node_ttl_costs_no_member_its_place() {
         nodes.push(node_process_with_ttl(&redis, &format!("steady{i}"), 6));
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let addr = |i: usize| nodes[i].1.clone();
+    let addr = |i: usize| nodes[i].addr.clone();
     let mut pairs = Vec::new();
     for (i, (x, y)) in [(0, 1), (1, 2), (2, 0), (1, 1)].into_iter().enumerate() {
         let (mut a, mut b) = (client_of(&addr(x)).await, client_of(&addr(y)).await);
@@ -746,10 +762,6 @@ async fn redis_away_longer_than_the_node_ttl_costs_no_member_its_place() {
         b.send_json(&json!({"type": "message", "data": "still here"}))
             .await;
         assert_eq!(a.expect("message").await["data"], "still here");
-    }
-    for (mut child, _) in nodes {
-        let _ = child.kill();
-        let _ = child.wait();
     }
 }
 
