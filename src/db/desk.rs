@@ -3,10 +3,11 @@
 //! work it guards.
 //!
 //! [`PairingDesk`] is what the pairing routes call. [`LocalDesk`] composes it from any
-//! [`PairingStore`] and the limiters of [`Limiters`] (rate, then a guess reservation, the store,
-//! then the settlement: four steps, each cheap in one process). A shared backend whose limits
-//! and store live in one place does it in one atomic step instead (cluster mode: one Redis
-//! script per request, see `cluster::store::RedisDesk`), so a request costs one round trip.
+//! [`PairingStore`](super::PairingStore) and the limiters of [`Limiters`] (rate, then a guess
+//! reservation, the store, then the settlement: four steps, each cheap in one process). A
+//! shared backend whose limits and store live in one place does it in one atomic step instead
+//! (cluster mode: one Redis script per request, see `cluster::store::RedisDesk`), so a request
+//! costs one round trip.
 
 use std::sync::Arc;
 use std::time::Duration;
