@@ -579,12 +579,7 @@ async fn with_redis_down_rest_answers_503_fast_local_relaying_goes_on_and_all_re
     // A room that spans the nodes through the outage, and a device on node 1 in no room.
     let mut e = n[0].connect_ws().await;
     let mut f = n[1].connect_ws().await;
-    e.join("spanning").await;
-    e.expect("room_joined").await;
-    f.join("spanning").await;
-    f.expect("room_joined").await;
-    f.expect("room_ready").await;
-    e.expect("room_ready").await;
+    e.pair_with(&mut f, "spanning").await;
     let roomid = n[0].pair("devP", "devQ").await;
     let mut p = joined_as(&n[1], &roomid, "devP").await;
 
@@ -702,12 +697,7 @@ async fn redis_away_longer_than_the_node_ttl_costs_no_member_its_place() {
     for (i, (x, y)) in [(0, 1), (1, 2), (2, 0), (1, 1)].into_iter().enumerate() {
         let (mut a, mut b) = (client_of(&addr(x)).await, client_of(&addr(y)).await);
         let room = format!("steady{i}");
-        a.join(&room).await;
-        a.expect("room_joined").await;
-        b.join(&room).await;
-        b.expect("room_joined").await;
-        b.expect("room_ready").await;
-        a.expect("room_ready").await;
+        a.pair_with(&mut b, &room).await;
         pairs.push((room, a, b));
     }
 

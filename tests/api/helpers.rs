@@ -227,12 +227,7 @@ impl TestApp {
     pub async fn joined_pair(&self, room: &str) -> (WsClient, WsClient) {
         let mut a = self.connect_ws().await;
         let mut b = self.connect_ws().await;
-        a.join(room).await;
-        a.expect("room_joined").await;
-        b.join(room).await;
-        b.expect("room_joined").await;
-        a.expect("room_ready").await;
-        b.expect("room_ready").await;
+        a.pair_with(&mut b, room).await;
         (a, b)
     }
 
@@ -285,6 +280,17 @@ impl WsClient {
     pub async fn join(&mut self, room: &str) {
         self.send_json(&serde_json::json!({"type": "join_room", "roomId": room}))
             .await;
+    }
+
+    /// Joins `room` first, then `other` joins it: both hear they joined, then that the room
+    /// is ready.
+    pub async fn pair_with(&mut self, other: &mut WsClient, room: &str) {
+        self.join(room).await;
+        self.expect("room_joined").await;
+        other.join(room).await;
+        other.expect("room_joined").await;
+        self.expect("room_ready").await;
+        other.expect("room_ready").await;
     }
 
     /// The next frame, whatever it is (skipping pings), or `None` once the connection is closed.
